@@ -1,0 +1,40 @@
+# Every target builds .venv on first use (pip, from pyproject.toml) and reuses it afterwards.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+export MPLBACKEND := Agg
+
+.PHONY: run test lab bench clean-results help
+
+help:
+	@echo "make run    - the notebook series top to bottom (default profile), results in results/"
+	@echo "make test   - pytest on helpers, then nbval on every notebook (profile ci, offline)"
+	@echo "make lab    - JupyterLab on notebooks/"
+	@echo "make bench  - speed and memory benchmarks (benchmarks/)"
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e .
+	@touch $(STAMP)
+
+run: $(STAMP)
+	$(PY) -m helpers notebooks --out results/notebooks
+
+test: $(STAMP)
+	HF_HUB_OFFLINE=1 EEG2IMG_PROFILE=ci $(PY) -m pytest tests
+	@if [ -z "$(NOTEBOOKS)" ]; then echo "no notebooks yet"; else \
+	  HF_HUB_OFFLINE=1 EEG2IMG_PROFILE=ci $(PY) -m pytest --nbval-lax -p no:cacheprovider $(NOTEBOOKS); fi
+
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab notebooks
+
+bench: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/run_all.py
+
+clean-results:
+	find results -mindepth 1 ! -name README.md -exec rm -rf {} +

@@ -1,0 +1,64 @@
+"""Command line: ``python -m helpers {inspect,prepare,run,notebooks}`` (DESIGN sections 4 and 9).
+
+Each subcommand lives in the module of its concern; this file only parses arguments, so that
+``python -m helpers --help`` stays instant (no torch import).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# subcommand -> (module, function). The function takes the parsed argparse namespace and returns an exit code.
+HANDLERS = {
+    "inspect": ("helpers.mindbigdata", "cli_inspect"),
+    "prepare": ("helpers.mindbigdata", "cli_prepare"),
+    "run": ("helpers.pipeline", "cli_run"),
+    "notebooks": ("helpers.notebook_runner", "cli_notebooks"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m helpers",
+                                description="EEG -> image with a frozen-CLIP semantic loss (MindBigData).")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    ins = sub.add_parser("inspect", help="parse a MindBigData file and report what it holds and what was skipped")
+    ins.add_argument("path")
+    ins.add_argument("--device", default="EP", help="EP (default), MW, MU or IN")
+    ins.add_argument("--strict", action="store_true", help="stop at the first bad line, naming it")
+    ins.add_argument("--json", action="store_true", help="print one JSON object")
+
+    pre = sub.add_parser("prepare", help="parse once and write an .npz cache (reused while the file is unchanged)")
+    pre.add_argument("path")
+    pre.add_argument("--out", required=True, help="cache file, e.g. dataset/EP1.01.npz")
+    pre.add_argument("--device", default="EP")
+    pre.add_argument("--strict", action="store_true")
+
+    run = sub.add_parser("run", help="prepare -> features -> split -> train -> evaluate -> figures")
+    run.add_argument("--data", default=None, help="MindBigData file (default: dataset/EP1.01.txt, else synthetic)")
+    run.add_argument("--profile", default=None, choices=["ci", "cpu", "gpu"],
+                     help="default: $EEG2IMG_PROFILE or cpu")
+    run.add_argument("--out", default=None, help="output folder (default: results/)")
+    run.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                     help="override any config field, e.g. --set lambda_clip=0 (repeatable)")
+
+    nb = sub.add_parser("notebooks", help="execute the notebook series top to bottom (what `make run` does)")
+    nb.add_argument("--out", default="results/notebooks", help="where the executed copies go")
+    nb.add_argument("--timeout", type=int, default=3600, help="seconds allowed per cell")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    module_name, func_name = HANDLERS[args.command]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        if e.name != module_name:
+            raise
+        print(f"error: `{args.command}` is not built yet ({module_name} does not exist in this checkout).",
+              file=sys.stderr)
+        return 2
+    return int(getattr(module, func_name)(args) or 0)

@@ -1,0 +1,161 @@
+"""Run configuration: one dataclass, named profiles, and ``KEY=VALUE`` overrides.
+
+The field names of the loss weights and training settings are a contract (DESIGN section 8).
+A profile is a named set of values for these fields; a run saves its full config next to its results.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PROFILE_ENV = "EEG2IMG_PROFILE"
+DEFAULT_PROFILE = "cpu"
+
+
+def dataset_dir() -> Path:
+    """Where the real data, stimuli and caches live (override with EEG2IMG_DATA_DIR)."""
+    return Path(os.environ.get("EEG2IMG_DATA_DIR", REPO_ROOT / "dataset"))
+
+
+def results_dir() -> Path:
+    """Where models, figures, logs and metrics land (override with EEG2IMG_RESULTS_DIR)."""
+    return Path(os.environ.get("EEG2IMG_RESULTS_DIR", REPO_ROOT / "results"))
+
+
+@dataclass
+class Config:
+    # Loss weights (contract names, DESIGN section 1/8): L = adv*GAN + rec*L1 + kl*KL + clip*(1 - cos).
+    lambda_adv: float = 1.0
+    lambda_rec: float = 10.0
+    lambda_kl: float = 1.0
+    lambda_clip: float = 5.0
+    # Optimisation (the seed's settings).
+    batch_size: int = 16
+    epochs: int = 20
+    learning_rate: float = 2e-4
+    adam_beta1: float = 0.5
+    adam_beta2: float = 0.999
+    # Model shapes.
+    latent_dim: int = 128
+    hidden_dim: int = 512
+    image_size: int = 224
+    feature_dim: int = 264
+    # Frozen CLIP (DESIGN section 7): clip_weights is auto | pretrained | untrained | a checkpoint path.
+    clip_model: str = "ViT-B-32"
+    clip_pretrained: str = "laion2b_s34b_b79k"
+    clip_weights: str = "auto"
+    # Data: the embedded synthetic default when no real file is given.
+    synthetic_events: int = 4000
+    synthetic_strength: float = 1.0
+    split_fractions: tuple = (0.7, 0.15, 0.15)
+    # Runtime.
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    mixed_precision: bool = False  # CUDA only; CLIP always stays float32
+    num_workers: int = 0
+    profile: str = DEFAULT_PROFILE
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["split_fractions"] = list(self.split_fractions)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Config":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown config field(s): {', '.join(unknown)}")
+        d = dict(d)
+        if "split_fractions" in d:
+            d["split_fractions"] = tuple(float(x) for x in d["split_fractions"])
+        return cls(**d)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Config":
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+# Profiles: named sets of field values applied over the defaults above.
+PROFILES: dict[str, dict[str, Any]] = {
+    # Tiny and fast: tests and nbval on 2 CPU cores, a tiny untrained CLIP, no hub access.
+    "ci": dict(
+        epochs=2, batch_size=16, latent_dim=32, hidden_dim=128, image_size=32,
+        clip_model="eeg2img-tiny", clip_weights="untrained",
+        synthetic_events=600, device="cpu",
+    ),
+    # The default demo on a laptop CPU: real ViT-B-32, small generated images upsampled for CLIP.
+    "cpu": dict(
+        epochs=6, batch_size=16, latent_dim=128, hidden_dim=512, image_size=64,
+        clip_model="ViT-B-32", clip_weights="auto", synthetic_events=3000, device="cpu",
+    ),
+    # The seed's configuration on a GPU, with mixed precision (CLIP stays float32).
+    "gpu": dict(
+        epochs=20, batch_size=16, image_size=224, clip_model="ViT-B-32", clip_weights="auto",
+        synthetic_events=4000, device="cuda", mixed_precision=True,
+    ),
+}
+
+
+def _coerce(name: str, raw: str) -> Any:
+    """Turn the string of a ``--set KEY=VALUE`` into the type of the field it sets."""
+    default = getattr(Config(), name)
+    try:
+        if isinstance(default, bool):
+            low = raw.strip().lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+            raise ValueError("expected true or false")
+        if isinstance(default, int):
+            return int(raw)
+        if isinstance(default, float):
+            return float(raw)
+        if isinstance(default, tuple):
+            return tuple(float(x) for x in raw.split(","))
+        return raw
+    except ValueError as e:
+        raise ValueError(f"--set {name}={raw!r}: cannot read it as {type(default).__name__} ({e})") from None
+
+
+def parse_overrides(items: list[str] | None) -> dict[str, Any]:
+    """Parse ``["KEY=VALUE", ...]`` into typed field values, with clear errors for bad keys."""
+    known = {f.name for f in fields(Config)}
+    out: dict[str, Any] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ValueError(f"--set {item!r}: expected KEY=VALUE")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        if key not in known:
+            raise ValueError(f"--set {key}: unknown config field; known fields: {', '.join(sorted(known))}")
+        out[key] = _coerce(key, raw)
+    return out
+
+
+def active_profile() -> str:
+    """The profile the notebooks use: ``$EEG2IMG_PROFILE`` or ``cpu``."""
+    name = os.environ.get(PROFILE_ENV, DEFAULT_PROFILE).strip() or DEFAULT_PROFILE
+    if name not in PROFILES:
+        raise ValueError(f"{PROFILE_ENV}={name!r} is not a profile; choose one of {', '.join(PROFILES)}")
+    return name
+
+
+def make_config(profile: str | None = None, overrides: dict[str, Any] | list[str] | None = None) -> Config:
+    """Defaults, then the profile's values, then the overrides (dict or ``KEY=VALUE`` strings)."""
+    profile = profile or active_profile()
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
+    if isinstance(overrides, list):
+        overrides = parse_overrides(overrides)
+    values = {**PROFILES[profile], **(overrides or {}), "profile": profile}
+    return Config.from_dict(values)

@@ -1,0 +1,52 @@
+import json
+
+import pytest
+
+from helpers.config import PROFILES, Config, active_profile, make_config, parse_overrides
+
+CONTRACT_FIELDS = ["lambda_adv", "lambda_rec", "lambda_kl", "lambda_clip", "batch_size", "epochs",
+                   "learning_rate", "latent_dim", "image_size", "feature_dim", "clip_model",
+                   "clip_weights", "seed"]
+
+
+def test_defaults_are_the_designed_ones():
+    c = Config()
+    assert (c.lambda_adv, c.lambda_rec, c.lambda_kl, c.lambda_clip) == (1.0, 10.0, 1.0, 5.0)
+    assert (c.batch_size, c.epochs, c.learning_rate, c.latent_dim, c.feature_dim) == (16, 20, 2e-4, 128, 264)
+    for name in CONTRACT_FIELDS:
+        assert hasattr(c, name)
+
+
+def test_profiles_only_set_known_fields_and_ci_is_offline_and_tiny():
+    for name, values in PROFILES.items():
+        Config.from_dict(values)  # raises on an unknown field
+    ci = make_config("ci")
+    assert ci.clip_weights == "untrained" and ci.device == "cpu" and ci.profile == "ci"
+    assert make_config("gpu").image_size == 224
+
+
+def test_overrides_are_typed_and_bad_ones_say_why():
+    c = make_config("ci", ["lambda_clip=0", "epochs=3", "mixed_precision=true", "clip_weights=/tmp/x.pt"])
+    assert c.lambda_clip == 0.0 and isinstance(c.lambda_clip, float)
+    assert c.epochs == 3 and c.mixed_precision is True and c.clip_weights == "/tmp/x.pt"
+    with pytest.raises(ValueError, match="unknown config field"):
+        parse_overrides(["lambda_klip=1"])
+    with pytest.raises(ValueError, match="epochs.*int"):
+        parse_overrides(["epochs=many"])
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        parse_overrides(["epochs"])
+
+
+def test_save_load_round_trip(tmp_path):
+    c = make_config("cpu", {"seed": 7, "split_fractions": (0.6, 0.2, 0.2)})
+    c.save(tmp_path / "config.json")
+    assert json.loads((tmp_path / "config.json").read_text())["seed"] == 7
+    assert Config.load(tmp_path / "config.json") == c
+
+
+def test_active_profile_reads_environment(monkeypatch):
+    monkeypatch.setenv("EEG2IMG_PROFILE", "gpu")
+    assert active_profile() == "gpu"
+    monkeypatch.setenv("EEG2IMG_PROFILE", "laptop")
+    with pytest.raises(ValueError, match="not a profile"):
+        active_profile()
