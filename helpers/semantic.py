@@ -1,0 +1,463 @@
+"""Frozen CLIP as a semantic loss: loading, in-loss preprocessing, the stimulus-embedding cache.
+
+DESIGN section 7. The prototype this project replaces computed both CLIP embeddings under
+``torch.no_grad()`` (so ``lambda_clip`` trained nothing) and fed CLIP unnormalised pixels. Here:
+
+* CLIP is frozen with ``requires_grad_(False)`` + ``eval()`` and kept in float32, never ``no_grad``:
+  gradients flow through it into the generator (tests/test_semantic.py proves it).
+* :meth:`FrozenClip.encode_images` maps [-1, 1] -> [0, 1], resizes to CLIP's input size and applies
+  CLIP's mean/std, all as differentiable tensor ops inside the loss.
+* The 10 stimulus embeddings are computed once (no grad: they are targets) and cached on disk together
+  with the model name, weights and a fingerprint of the weights, so a cache is never reused across models.
+
+``clip_weights`` (config) / ``weights`` (here): ``auto`` | ``pretrained`` | ``untrained`` | a checkpoint path.
+"""
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import os
+import socket
+import tempfile
+import threading
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import open_clip
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+TINY_CLIP_NAME = "eeg2img-tiny"
+# About 0.3 M image parameters, 64 x 64 input (so the ci profile's 32 x 32 images are upsampled, as the
+# cpu profile's 64 x 64 are for ViT-B-32). The text tower keeps CLIP's vocabulary so the stock tokenizer
+# works, but is one narrow layer: this project never trains or needs text.
+TINY_CLIP_CONFIG = {
+    "embed_dim": 64,
+    "vision_cfg": {"image_size": 64, "patch_size": 16, "width": 96, "layers": 2, "head_width": 32},
+    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+}
+WEIGHT_KEYWORDS = ("auto", "pretrained", "untrained")
+UNTRAINED_SEED = 0  # untrained CLIP = one fixed random network, so its embeddings are reproducible
+PROBE_TIMEOUT_S = 3.0  # how long we wait to learn that the hub is unreachable (instead of 45 s of retries)
+
+
+class ClipUnavailableError(RuntimeError):
+    """Pretrained CLIP weights were asked for but cannot be had (offline, not cached, unknown tag)."""
+
+
+class StaleCacheError(ValueError):
+    """A stimulus-embedding cache was made with another model, other weights or other stimuli."""
+
+
+def _register_tiny_config() -> None:
+    # open_clip finds architectures by JSON file name; write ours once per process where it can be read.
+    if TINY_CLIP_NAME in open_clip.list_models():
+        return
+    folder = Path(tempfile.gettempdir()) / f"eeg2img_open_clip_configs_{os.getpid()}"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{TINY_CLIP_NAME}.json"
+    path.write_text(json.dumps(TINY_CLIP_CONFIG, indent=2))
+    open_clip.add_model_config(path)
+
+
+_register_tiny_config()
+
+
+# ----------------------------------------------------------------------------------------------
+# The frozen wrapper
+
+
+def _fingerprint(model: nn.Module) -> str:
+    """A cheap identity of the image tower's weights (per-tensor float64 sums), to validate caches."""
+    h = hashlib.sha1()
+    for name, p in model.visual.state_dict().items():
+        if p.is_floating_point():
+            t = p.detach()
+            h.update(f"{name}:{tuple(t.shape)}:{torch.sum(t, dtype=torch.float64).item():.12e}:"
+                     f"{torch.sum(t.abs(), dtype=torch.float64).item():.12e};".encode())
+    return h.hexdigest()[:16]
+
+
+class FrozenClip(nn.Module):
+    """A CLIP model that can only be used as a fixed, differentiable image embedder.
+
+    Attributes: ``model_name``, ``weights`` (description, e.g. ``pretrained:laion2b_s34b_b79k``),
+    ``trained`` (False for random weights), ``image_size`` (CLIP input resolution), ``embed_dim``,
+    ``fingerprint`` (identity of the weights). Do not give its parameters to an optimiser: they are
+    frozen, and ``train()`` leaves CLIP in eval mode.
+    """
+
+    def __init__(self, model: nn.Module, model_name: str, weights: str, trained: bool):
+        super().__init__()
+        self.model = model.float()  # fp16 CLIP gives NaN gradients after a step (DESIGN 7)
+        self.model.requires_grad_(False)
+        self.model.eval()
+        self.model_name, self.weights, self.trained = model_name, weights, bool(trained)
+        pp = open_clip.get_model_preprocess_cfg(model)
+        size = getattr(model.visual, "image_size", pp.get("size"))
+        size = (size, size) if isinstance(size, int) else tuple(size)
+        self.input_size: tuple[int, int] = (int(size[0]), int(size[1]))
+        self.image_size = self.input_size[0] if size[0] == size[1] else self.input_size
+        self.embed_dim = int(model.visual.output_dim)
+        # Buffers move with .to(device); not persistent, since they come from the model's config.
+        self.register_buffer("mean", torch.tensor(pp["mean"], dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(pp["std"], dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.fingerprint = _fingerprint(self.model)
+
+    def train(self, mode: bool = True) -> "FrozenClip":
+        """Keep CLIP in eval mode whatever the caller asks (dropout etc. would make the loss noisy)."""
+        super().train(mode)
+        self.model.eval()
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return self.mean.device
+
+    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+        """[-1, 1] images [B, 3, H, W] -> CLIP input: [0, 1], resized to ``input_size``, mean/std normalised.
+
+        Bilinear resize (antialiased when shrinking) as a differentiable op; the generated images are
+        square, so CLIP's own resize-shortest-side + centre-crop reduces to this resize.
+        """
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"encode_images expects RGB images [batch, 3, H, W] in [-1, 1], got {tuple(images.shape)}")
+        x = (images.float().to(self.device) + 1.0) * 0.5
+        if tuple(x.shape[-2:]) != self.input_size:
+            shrink = x.shape[-2] > self.input_size[0] or x.shape[-1] > self.input_size[1]
+            x = F.interpolate(x, size=self.input_size, mode="bilinear", align_corners=False, antialias=shrink)
+        return (x - self.mean) / self.std
+
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        """L2-normalised float32 CLIP embeddings [B, embed_dim] of images in [-1, 1]; differentiable."""
+        # Mixed-precision training must not reach CLIP: autocast is switched off for this block.
+        with torch.autocast(device_type=self.device.type, enabled=False):
+            emb = self.model.encode_image(self.preprocess(images))
+            return F.normalize(emb.float(), dim=-1)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.encode_images(images)
+
+    def describe(self) -> str:
+        """One line for logs, notebooks and figure captions; says loudly when CLIP is untrained."""
+        note = "" if self.trained else "  [UNTRAINED CLIP: semantic scores are NOT meaningful]"
+        return f"CLIP {self.model_name} ({self.weights}), input {self.image_size}, embed {self.embed_dim}{note}"
+
+    def extra_repr(self) -> str:
+        return self.describe()
+
+
+def untrained_banner(clip: FrozenClip) -> str:
+    """The banner that every result made with an untrained CLIP carries (empty for a trained one)."""
+    if clip.trained:
+        return ""
+    line = "!" * 78
+    return (f"{line}\n!! UNTRAINED CLIP ({clip.model_name}, random weights): the semantic loss and the semantic\n"
+            f"!! metrics only exercise the mechanics; they carry no meaning. Use pretrained weights\n"
+            f"!! (clip_weights=pretrained with a populated cache, or a checkpoint path) for real results.\n{line}")
+
+
+# ----------------------------------------------------------------------------------------------
+# Loading
+
+
+def _resolve_model_name(model_name: str, pretrained_tag: str | None) -> str:
+    """Check the name; OpenAI's weights were trained with QuickGELU, so use the -quickgelu variant."""
+    known = open_clip.list_models()
+    if model_name not in known:
+        close = difflib.get_close_matches(model_name, known, n=5, cutoff=0.6)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        raise ValueError(f"unknown CLIP model {model_name!r}.{hint} The tiny test model is {TINY_CLIP_NAME!r}; "
+                         f"open_clip.list_models() lists all {len(known)} architectures.")
+    if (pretrained_tag or "").lower() == "openai" and not model_name.endswith("-quickgelu"):
+        variant = f"{model_name}-quickgelu"
+        if variant in known:
+            return variant
+    return model_name
+
+
+def _hf_offline() -> bool:
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}:
+        return True
+    try:
+        from huggingface_hub import constants
+        return bool(constants.HF_HUB_OFFLINE)
+    except Exception:  # no huggingface_hub: open_clip falls back to URLs
+        return False
+
+
+def _hf_cache_dir() -> str:
+    # Read at call time (huggingface_hub reads it once at import), so tests and users can redirect it.
+    if os.environ.get("HF_HUB_CACHE"):
+        return os.environ["HF_HUB_CACHE"]
+    if os.environ.get("HF_HOME"):
+        return os.path.join(os.environ["HF_HOME"], "hub")
+    return os.path.join(os.path.expanduser("~"), ".cache", "huggingface", "hub")
+
+
+def _cached_weights_file(pcfg: dict) -> str | None:
+    """The local file of a pretrained tag if it was downloaded before (HF cache or open_clip's URL cache)."""
+    hub = pcfg.get("hf_hub", "")
+    if hub:
+        try:
+            from huggingface_hub import try_to_load_from_cache
+            from open_clip.constants import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME
+        except ImportError:
+            try_to_load_from_cache = None
+        if try_to_load_from_cache is not None:
+            repo, filename = os.path.split(hub)  # as open_clip does: "org/repo/" means the default file
+            names = [filename] if filename else [HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME]
+            if filename.endswith((".bin", ".pth")):
+                names.insert(0, filename[:-4] + ".safetensors")
+            for name in names:
+                found = try_to_load_from_cache(repo, name, cache_dir=_hf_cache_dir())
+                if isinstance(found, str) and os.path.isfile(found):
+                    return found
+    url = pcfg.get("url", "")
+    if url:
+        local = os.path.join(os.path.expanduser("~/.cache/clip"), os.path.basename(url))
+        if os.path.isfile(local):
+            return local
+    return None
+
+
+def _reachable(url: str, timeout: float = PROBE_TIMEOUT_S) -> bool:
+    """Can we open a TCP connection to the host of ``url`` within ``timeout`` seconds (DNS included)?"""
+    host = urlparse(url).hostname
+    if not host:
+        return False
+    port = urlparse(url).port or (443 if url.startswith("https") else 80)
+    result = {"ok": False}
+
+    def probe():
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            result["ok"] = True
+        except OSError:
+            pass
+
+    # DNS resolution ignores socket timeouts, so the probe runs in a daemon thread we stop waiting for.
+    t = threading.Thread(target=probe, daemon=True)
+    t.start()
+    t.join(timeout + 0.5)
+    return result["ok"]
+
+
+def _ways_out(model_name: str, tag: str, pcfg: dict | None) -> str:
+    repo = (pcfg or {}).get("hf_hub", "").rstrip("/") or "(the tag's hub repository)"
+    return ("Ways out:\n"
+            f"  1. a local checkpoint file: clip_weights=/path/to/file (a state_dict of {model_name}, e.g. "
+            f"open_clip_pytorch_model.bin), e.g. --set clip_weights=/path/to/file;\n"
+            f"  2. a populated Hugging Face cache: download {repo} once where there is internet "
+            f"(into {_hf_cache_dir()}, or set HF_HOME), then it is used offline;\n"
+            "  3. clip_weights=untrained: random CLIP weights, mechanics only, semantic results meaningless.")
+
+
+def _create_untrained(model_name: str) -> nn.Module:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(UNTRAINED_SEED)
+        return open_clip.create_model(model_name, pretrained=None)
+
+
+def _load_pretrained(model_name: str, tag: str) -> nn.Module:
+    """Pretrained weights from the cache, else from the hub if reachable; ClipUnavailableError otherwise."""
+    pcfg = open_clip.get_pretrained_cfg(model_name, tag)
+    if not pcfg:
+        tags = open_clip.list_pretrained_tags_by_model(model_name)
+        raise ClipUnavailableError(
+            f"no pretrained weights {tag!r} for CLIP {model_name!r} "
+            f"(known tags: {', '.join(tags) if tags else 'none'}).\n" + _ways_out(model_name, tag, None))
+    # The tag's preprocessing (mean/std) goes with the weights, also when they come from a file.
+    pp = {k: pcfg[k] for k in ("mean", "std", "interpolation", "resize_mode") if k in pcfg}
+    cached = _cached_weights_file(pcfg)
+    if cached:
+        return open_clip.create_model(model_name, pretrained=cached, force_preprocess_cfg=pp)
+    if _hf_offline():
+        raise ClipUnavailableError(
+            f"pretrained CLIP {model_name} / {tag} is not in the local cache and HF_HUB_OFFLINE is set.\n"
+            + _ways_out(model_name, tag, pcfg))
+    try:
+        from huggingface_hub import constants
+        endpoint = constants.ENDPOINT
+    except ImportError:
+        endpoint = pcfg.get("url", "")
+    if not _reachable(endpoint if pcfg.get("hf_hub") else pcfg.get("url", "")):
+        raise ClipUnavailableError(
+            f"pretrained CLIP {model_name} / {tag} is not cached and {urlparse(endpoint).hostname} cannot be "
+            f"reached (no network?).\n" + _ways_out(model_name, tag, pcfg))
+    try:
+        return open_clip.create_model(model_name, pretrained=tag)
+    except Exception as e:
+        raise ClipUnavailableError(f"downloading CLIP {model_name} / {tag} failed: {e}\n"
+                                   + _ways_out(model_name, tag, pcfg)) from e
+
+
+def _load_checkpoint(model_name: str, path: str) -> tuple[nn.Module, bool]:
+    """The named architecture with a state_dict file's weights; also says whether they differ from init."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise FileNotFoundError(
+            f"clip_weights={path!r} is none of {', '.join(WEIGHT_KEYWORDS)} and no checkpoint file exists at "
+            f"{p.resolve()}")
+    model = _create_untrained(model_name)
+    init = _fingerprint(model)
+    try:
+        open_clip.load_checkpoint(model, str(p), strict=True)
+    except Exception as e:
+        raise ValueError(f"checkpoint {p} does not load into CLIP {model_name!r} (is it a state_dict of this "
+                         f"architecture?): {e}") from e
+    # Identical to our seeded random init means someone saved an untrained model: say so, never hide it.
+    return model, _fingerprint(model) != init
+
+
+def load_clip(model_name: str = "ViT-B-32", weights: str = "auto", pretrained_tag: str = "laion2b_s34b_b79k",
+              device: str | torch.device = "cpu") -> FrozenClip:
+    """Load a frozen, float32 CLIP for the semantic loss.
+
+    weights: ``"pretrained"`` (the tag's weights from the cache or hub; ClipUnavailableError within
+    seconds when they cannot be had), ``"auto"`` (pretrained when obtainable, else untrained with a loud
+    warning), ``"untrained"`` (a fixed random network, mechanics only) or a path to a state_dict file
+    for ``model_name``. Tag ``"openai"`` selects the ``-quickgelu`` architecture variant.
+    """
+    if not isinstance(weights, str) or not weights.strip():
+        raise ValueError(f"weights must be one of {', '.join(WEIGHT_KEYWORDS)} or a checkpoint path, got {weights!r}")
+    key = weights.strip().lower()
+    keyword = key in WEIGHT_KEYWORDS
+    name = _resolve_model_name(model_name, pretrained_tag if key in ("auto", "pretrained") else None)
+    if key == "untrained":
+        model, desc, trained = _create_untrained(name), "untrained", False
+    elif key in ("auto", "pretrained"):
+        try:
+            model, desc, trained = _load_pretrained(name, pretrained_tag), f"pretrained:{pretrained_tag}", True
+        except ClipUnavailableError as e:
+            if key == "pretrained":
+                raise
+            msg = (f"clip_weights=auto: pretrained CLIP weights are unavailable, falling back to an UNTRAINED "
+                   f"{name}. The semantic loss and metrics will carry no meaning. Reason: {e}")
+            warnings.warn(msg, UserWarning, stacklevel=2)
+            model, desc, trained = _create_untrained(name), "untrained", False
+    else:
+        assert not keyword
+        model, trained = _load_checkpoint(name, weights)
+        desc = f"checkpoint:{Path(weights).expanduser().resolve()}"
+    clip = FrozenClip(model, name, desc, trained).to(device)
+    if not clip.trained:
+        print(untrained_banner(clip), flush=True)
+    return clip
+
+
+# ----------------------------------------------------------------------------------------------
+# Stimulus embeddings (the targets) and the loss
+
+
+def _stimuli_hash(stimuli: torch.Tensor) -> str:
+    return hashlib.sha1(stimuli.detach().to("cpu", torch.float32).contiguous().numpy().tobytes()).hexdigest()[:16]
+
+
+def _check_stimuli(stimuli: torch.Tensor) -> None:
+    if not isinstance(stimuli, torch.Tensor) or stimuli.ndim != 4 or stimuli.shape[1] != 3 or len(stimuli) < 1:
+        shape = tuple(stimuli.shape) if isinstance(stimuli, torch.Tensor) else type(stimuli).__name__
+        raise ValueError(f"stimuli must be a float tensor [n_classes, 3, H, W] in [-1, 1], got {shape}")
+    lo, hi = float(stimuli.min()), float(stimuli.max())
+    if lo < -1.0 - 1e-4 or hi > 1.0 + 1e-4:
+        raise ValueError(f"stimuli must lie in [-1, 1] (as the generator's output does), got [{lo:.3g}, {hi:.3g}]; "
+                         "map [0, 1] images with x * 2 - 1")
+
+
+@dataclass
+class StimulusEmbeddings:
+    """CLIP embeddings of the stimulus images, one row per class (digit): ``embeddings`` [n_classes, D].
+
+    Computed once without gradients (they are targets); ``model_name``, ``weights``, ``fingerprint``
+    and ``stimuli_hash`` record what made them, so a cache from another CLIP or other images is refused.
+    """
+    embeddings: torch.Tensor
+    model_name: str
+    weights: str
+    fingerprint: str = ""
+    stimuli_hash: str = ""
+
+    @classmethod
+    def compute(cls, clip: FrozenClip, stimuli: torch.Tensor) -> "StimulusEmbeddings":
+        """Encode ``stimuli`` ([n_classes, 3, H, W] in [-1, 1], row i = class i) with ``clip``."""
+        _check_stimuli(stimuli)
+        with torch.no_grad():  # targets only: the generated branch never goes through here
+            emb = clip.encode_images(stimuli.to(clip.device))
+        return cls(emb.detach(), clip.model_name, clip.weights, clip.fingerprint, _stimuli_hash(stimuli))
+
+    @property
+    def n_classes(self) -> int:
+        return int(self.embeddings.shape[0])
+
+    def to(self, device) -> "StimulusEmbeddings":
+        return StimulusEmbeddings(self.embeddings.to(device), self.model_name, self.weights,
+                                  self.fingerprint, self.stimuli_hash)
+
+    def for_labels(self, labels) -> torch.Tensor:
+        """Target embeddings [B, D] for class labels [B] (ints in 0..n_classes-1), on the embeddings' device."""
+        labels = torch.as_tensor(labels, device=self.embeddings.device).long().reshape(-1)
+        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= self.n_classes):
+            raise ValueError(f"labels must be in 0..{self.n_classes - 1}, got {labels.min().item()}..{labels.max().item()}")
+        return self.embeddings[labels]
+
+    def save(self, path: str | Path) -> None:
+        """Write the cache atomically (a crash never leaves half a file that looks valid)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save({"embeddings": self.embeddings.detach().cpu(), "model_name": self.model_name,
+                    "weights": self.weights, "fingerprint": self.fingerprint,
+                    "stimuli_hash": self.stimuli_hash}, tmp)
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: str | Path, clip: FrozenClip, stimuli: torch.Tensor | None = None) -> "StimulusEmbeddings":
+        """Read a cache; StaleCacheError if it was made by another model/weights (or other ``stimuli``)."""
+        try:
+            d = torch.load(Path(path), map_location="cpu", weights_only=True)
+            cached = cls(d["embeddings"], d["model_name"], d["weights"], d.get("fingerprint", ""),
+                         d.get("stimuli_hash", ""))
+        except FileNotFoundError:
+            raise
+        except Exception as e:
+            raise StaleCacheError(f"stimulus-embedding cache {path} is unreadable: {e}") from e
+        wanted = {"model_name": clip.model_name, "weights": clip.weights, "fingerprint": clip.fingerprint}
+        if stimuli is not None:
+            wanted["stimuli_hash"] = _stimuli_hash(stimuli)
+        diff = [f"{k}: cache {getattr(cached, k)!r} vs now {v!r}" for k, v in wanted.items() if getattr(cached, k) != v]
+        if diff:
+            raise StaleCacheError(f"stimulus-embedding cache {path} was made differently ({'; '.join(diff)})")
+        return cached.to(clip.device)
+
+
+def stimulus_embeddings(clip: FrozenClip, stimuli: torch.Tensor,
+                        cache_path: str | Path | None = None) -> StimulusEmbeddings:
+    """The stimulus embeddings for ``clip``: from ``cache_path`` when it matches, else computed (and cached)."""
+    if cache_path is not None and Path(cache_path).is_file():
+        try:
+            return StimulusEmbeddings.load(cache_path, clip, stimuli)
+        except StaleCacheError as e:
+            print(f"recomputing stimulus embeddings: {e}", flush=True)
+    emb = StimulusEmbeddings.compute(clip, stimuli)
+    if cache_path is not None:
+        emb.save(cache_path)
+    return emb
+
+
+def cosine_matrix(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Cosine similarity of every row of ``a`` [n, D] with every row of ``b`` [m, D]: [n, m]."""
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
+        raise ValueError(f"cosine_matrix expects [n, D] and [m, D], got {tuple(a.shape)} and {tuple(b.shape)}")
+    return F.normalize(a.float(), dim=-1) @ F.normalize(b.float(), dim=-1).T
+
+
+def semantic_loss(gen_emb: torch.Tensor, target_emb: torch.Tensor) -> torch.Tensor:
+    """mean over the batch of 1 - cos(gen_emb[i], target_emb[i]): 0 when aligned, 1 orthogonal, 2 opposite."""
+    if gen_emb.ndim != 2 or gen_emb.shape != target_emb.shape:
+        raise ValueError(f"semantic_loss expects two [batch, D] tensors of one shape, got "
+                         f"{tuple(gen_emb.shape)} and {tuple(target_emb.shape)}")
+    return (1.0 - F.cosine_similarity(gen_emb.float(), target_emb.float(), dim=-1)).mean()
