@@ -49,6 +49,10 @@ class Config:
     clip_model: str = "ViT-B-32"
     clip_pretrained: str = "laion2b_s34b_b79k"
     clip_weights: str = "auto"
+    # How many samples of each batch go through CLIP for the semantic term (0 = all). A random subset of
+    # the shuffled batch gives an unbiased estimate of the batch's mean semantic loss at a fraction of the
+    # CPU cost; the gpu profile uses the whole batch.
+    clip_batch: int = 0
     # Data: the embedded synthetic default when no real file is given.
     synthetic_events: int = 4000
     synthetic_strength: float = 1.0

@@ -1,0 +1,337 @@
+"""The combined-loss training loop: VAE encoder + generator against a discriminator and a frozen CLIP.
+
+One step (DESIGN section 8):
+
+1. discriminator on (stimulus images, generated.detach());
+2. encoder + generator on ``adv * GAN + rec * L1 + kl * KL + clip * (1 - cos(CLIP(generated), CLIP(stimulus)))``.
+
+Why it is faster than the seed's step: the 10 stimulus embeddings are computed once (the seed re-encoded the
+targets every step), and CLIP's weights are frozen with ``requires_grad_(False)`` so backward computes only
+the gradient that flows to the generator, never CLIP's own weight gradients. Gradients still flow through
+CLIP: there is no ``no_grad`` around the generated branch.
+
+Repeatability: each epoch reseeds torch from (seed, epoch), so a run resumed from the checkpoint of epoch k
+continues exactly as the uninterrupted run would have (CPU; tested with a SIGKILL mid-epoch).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from helpers.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from helpers.config import Config
+from helpers.losses import discriminator_loss, generator_losses, kl_divergence
+from helpers.models import build_models
+
+CHECKPOINT_NAME = "last.pt"
+# Fault injection for the resume test: SIGKILL this process at this global step (never set by users).
+_KILL_ENV = "EEG2IMG_TEST_KILL_AT_STEP"
+# Per-epoch validation uses at most this many events for the CLIP-based numbers (CPU time).
+VAL_MAX_EVENTS = 128
+
+
+class TrainingDivergedError(RuntimeError):
+    """A loss became NaN or infinite; the last good checkpoint is left untouched."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device=cuda was asked for but no CUDA GPU is visible; use --set device=cpu "
+                           "or --profile cpu")
+    return torch.device(name)
+
+
+def configure_backends(device: torch.device, deterministic: bool = True) -> None:
+    """CPU: repeatable. CUDA: TF32 matmuls (CLIP stays float32 storage), cudnn autotuning unless determinism."""
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = not deterministic
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    return (int(seed) * 1_000_003 + int(epoch) * 7919) % (2**31 - 1)
+
+
+@dataclass
+class TrainData:
+    """Features and digit labels of one split, on the CPU."""
+    x: torch.Tensor  # float32 [n, feature_dim]
+    y: torch.Tensor  # int64 [n], 0..9
+
+    @classmethod
+    def from_numpy(cls, x: np.ndarray, y: np.ndarray) -> "TrainData":
+        if len(x) != len(y):
+            raise ValueError(f"features ({len(x)}) and labels ({len(y)}) differ in length")
+        if len(y) and (np.min(y) < 0 or np.max(y) > 9):
+            raise ValueError("labels must be digit codes 0..9 (drop code -1 events first)")
+        return cls(torch.as_tensor(np.asarray(x, dtype=np.float32)), torch.as_tensor(np.asarray(y, dtype=np.int64)))
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+@dataclass
+class Trainer:
+    """Owns the three networks, their optimisers and the history; CLIP and the stimuli are inputs."""
+    config: Config
+    stimuli: torch.Tensor  # [10, 3, image_size, image_size] in [-1, 1]: real images and L1 targets
+    clip: torch.nn.Module  # FrozenClip: encode_images(images in [-1, 1]) -> L2-normalised embeddings
+    stimulus_embeddings: torch.Tensor  # [10, D], computed once from the stimuli
+    out_dir: Path | None = None
+    history: list[dict] = field(default_factory=list)
+
+    def __post_init__(self):
+        c = self.config
+        self.device = resolve_device(c.device)
+        configure_backends(self.device)
+        torch.manual_seed(c.seed)
+        self.encoder, self.generator, self.discriminator = build_models(c)
+        for m in (self.encoder, self.generator, self.discriminator):
+            m.to(self.device)
+        self.clip = self.clip.to(self.device)
+        self.stimuli = self.stimuli.to(self.device, torch.float32)
+        if self.stimuli.shape[-1] != c.image_size:
+            raise ValueError(f"stimuli are {tuple(self.stimuli.shape[-2:])} but image_size is {c.image_size}")
+        self.stimulus_embeddings = self.stimulus_embeddings.to(self.device, torch.float32).detach()
+        betas = (c.adam_beta1, c.adam_beta2)
+        self.opt_g = torch.optim.Adam(list(self.encoder.parameters()) + list(self.generator.parameters()),
+                                      lr=c.learning_rate, betas=betas)
+        self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=c.learning_rate, betas=betas)
+        self.epoch = 0  # epochs completed
+        self.step = 0  # optimiser steps completed
+        self.amp_dtype = torch.bfloat16 if (c.mixed_precision and self.device.type == "cuda") else None
+        if self.out_dir is not None:
+            self.out_dir = Path(self.out_dir)
+
+    # ----------------------------------------------------------------------------------------- steps
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return torch.autocast(self.device.type, enabled=False)
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+        c = self.config
+        x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        real = self.stimuli[y]
+        with self._autocast():
+            mu, logvar = self.encoder(x)
+            z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
+            fake = self.generator(z)
+        fake = fake.float()
+
+        # Phase 1: discriminator on real stimuli vs generated.detach().
+        self.opt_d.zero_grad(set_to_none=True)
+        with self._autocast():
+            d_loss = discriminator_loss(self.discriminator(real), self.discriminator(fake.detach()))
+        self._check_finite({"disc": d_loss})
+        d_loss.backward()
+        self.opt_d.step()
+
+        # Phase 2: encoder + generator on the combined loss; CLIP only on the generated branch, against
+        # the cached stimulus embeddings. clip_batch > 0 sends only the first clip_batch samples of the
+        # (randomly shuffled) batch through CLIP: an unbiased estimate of the batch's semantic loss.
+        self.opt_g.zero_grad(set_to_none=True)
+        with self._autocast():
+            d_fake = self.discriminator(fake)
+        gen_emb = target_emb = None
+        if c.lambda_clip > 0:
+            k = c.clip_batch if 0 < c.clip_batch < len(y) else len(y)
+            gen_emb = self.clip.encode_images(fake[:k])
+            target_emb = self.stimulus_embeddings[y[:k]]
+        total, terms = generator_losses(d_fake.float(), fake, real, mu.float(), logvar.float(), gen_emb,
+                                        target_emb, c)
+        # A term left out (weight 0) is logged as NaN on purpose; only the weighted ones must be finite.
+        self._check_finite({k: v for k, v in terms.items() if k == "total" or getattr(c, f"lambda_{k}") > 0})
+        total.backward()
+        self.opt_g.step()
+        self.step += 1
+        return {**terms, "disc": float(d_loss.detach())}
+
+    def _check_finite(self, terms: dict) -> None:
+        for name, value in terms.items():
+            v = float(value.detach()) if torch.is_tensor(value) else float(value)
+            if not math.isfinite(v):
+                raise TrainingDivergedError(
+                    f"loss term '{name}' became {v} at epoch {self.epoch + 1}, step {self.step + 1}; training "
+                    f"stopped. The last good checkpoint (epoch {self.epoch}) is intact. Lower learning_rate or the "
+                    f"lambda of that term, then --resume.")
+
+    # ----------------------------------------------------------------------------------------- epochs
+    def train_epoch(self, data: TrainData, progress: bool = False) -> dict[str, float]:
+        c = self.config
+        torch.manual_seed(epoch_seed(c.seed, self.epoch))
+        order = torch.randperm(len(data))
+        batches = [order[i:i + c.batch_size] for i in range(0, len(order), c.batch_size)]
+        if len(batches) > 1 and len(batches[-1]) < 2:  # BatchNorm needs two samples
+            batches = batches[:-1]
+        for m in (self.encoder, self.generator, self.discriminator):
+            m.train()
+        kill_at = int(os.environ.get(_KILL_ENV, "0") or 0)
+        sums: dict[str, float] = {}
+        n_seen = 0
+        bar = _progress(batches, progress, desc=f"epoch {self.epoch + 1}/{c.epochs}")
+        for idx in bar:
+            if kill_at and self.step + 1 == kill_at:
+                os.kill(os.getpid(), signal.SIGKILL)
+            terms = self.train_step(data.x[idx], data.y[idx])
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + v * len(idx)
+            n_seen += len(idx)
+            if hasattr(bar, "set_postfix"):
+                bar.set_postfix(total=f"{terms['total']:.3f}", clip=f"{terms['clip']:.3f}")
+        return {f"train_{k}": v / max(n_seen, 1) for k, v in sums.items()}
+
+    @torch.no_grad()
+    def generate(self, x: torch.Tensor | np.ndarray, sample: bool = False, batch_size: int = 64) -> torch.Tensor:
+        """Images for features x ([n, feature_dim]); the latent mean unless sample=True. Returns CPU [n,3,S,S]."""
+        x = torch.as_tensor(np.asarray(x, dtype=np.float32)) if not torch.is_tensor(x) else x
+        self.encoder.eval()
+        self.generator.eval()
+        out = []
+        for i in range(0, len(x), batch_size):
+            mu, logvar = self.encoder(x[i:i + batch_size].to(self.device))
+            z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu) if sample else mu
+            out.append(self.generator(z).float().cpu())
+        return torch.cat(out) if out else torch.empty(0, 3, self.config.image_size, self.config.image_size)
+
+    @torch.no_grad()
+    def latents(self, x: torch.Tensor | np.ndarray, batch_size: int = 256) -> torch.Tensor:
+        x = torch.as_tensor(np.asarray(x, dtype=np.float32)) if not torch.is_tensor(x) else x
+        self.encoder.eval()
+        return torch.cat([self.encoder(x[i:i + batch_size].to(self.device))[0].cpu()
+                          for i in range(0, len(x), batch_size)])
+
+    @torch.no_grad()
+    def embed(self, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+        return torch.cat([self.clip.encode_images(images[i:i + batch_size].to(self.device)).cpu()
+                          for i in range(0, len(images), batch_size)]) if len(images) else torch.empty(0)
+
+    @torch.no_grad()
+    def validate(self, data: TrainData) -> dict[str, float]:
+        """Reconstruction, KL and semantic loss plus semantic top-1 on (at most VAL_MAX_EVENTS) validation events."""
+        if len(data) == 0:
+            return {}
+        n = min(len(data), VAL_MAX_EVENTS)
+        x, y = data.x[:n], data.y[:n].to(self.device)
+        self.encoder.eval()
+        mu, logvar = self.encoder(x.to(self.device))
+        images = self.generate(x).to(self.device)
+        emb = self.embed(images).to(self.device)
+        target = self.stimulus_embeddings
+        cos = emb @ target.T
+        return {
+            "val_rec": float((images - self.stimuli[y]).abs().mean()),
+            "val_kl": float(kl_divergence(mu, logvar)),
+            "val_clip": float((1 - cos[torch.arange(n), y]).mean()),
+            "val_semantic_top1": float((cos.argmax(dim=1) == y).float().mean()),
+        }
+
+    def fit(self, train: TrainData, val: TrainData | None = None, epochs: int | None = None,
+            progress: bool | None = None, on_epoch_end: Callable[["Trainer", dict], None] | None = None) -> list[dict]:
+        """Train until `epochs` epochs are complete in total (resumed epochs count), checkpointing each one."""
+        epochs = self.config.epochs if epochs is None else epochs
+        progress = _progress_default() if progress is None else progress
+        if len(train) < 2:
+            raise ValueError(f"need at least 2 training events, got {len(train)}")
+        while self.epoch < epochs:
+            t0 = time.perf_counter()
+            row = {"epoch": self.epoch + 1, **self.train_epoch(train, progress=progress)}
+            if val is not None:
+                row.update(self.validate(val))
+            self.epoch += 1
+            row["seconds"] = round(time.perf_counter() - t0, 3)
+            self.history.append(row)
+            if self.out_dir is not None:
+                self.save(self.out_dir)
+            if on_epoch_end is not None:
+                on_epoch_end(self, row)
+        return self.history
+
+    # ----------------------------------------------------------------------------------------- persistence
+    def state_dict(self) -> dict:
+        return {
+            "format": "eeg2img-trainer-v1",
+            "config": self.config.to_dict(),
+            "epoch": self.epoch,
+            "step": self.step,
+            "history": self.history,
+            "encoder": self.encoder.state_dict(),
+            "generator": self.generator.state_dict(),
+            "discriminator": self.discriminator.state_dict(),
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("format") != "eeg2img-trainer-v1":
+            raise CheckpointError("not a trainer checkpoint of this project (format tag missing)")
+        saved = Config.from_dict(state["config"])
+        mismatched = [k for k in ("feature_dim", "latent_dim", "hidden_dim", "image_size", "seed", "batch_size",
+                                  "lambda_adv", "lambda_rec", "lambda_kl", "lambda_clip", "learning_rate",
+                                  "clip_model")
+                      if getattr(saved, k) != getattr(self.config, k)]
+        if mismatched:
+            detail = ", ".join(f"{k}: checkpoint {getattr(saved, k)!r} vs now {getattr(self.config, k)!r}"
+                               for k in mismatched)
+            raise CheckpointError(f"cannot resume: the checkpoint was made with another configuration ({detail}). "
+                                  f"Use another --out, or the same settings.")
+        self.encoder.load_state_dict(state["encoder"])
+        self.generator.load_state_dict(state["generator"])
+        self.discriminator.load_state_dict(state["discriminator"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        self.epoch, self.step = int(state["epoch"]), int(state["step"])
+        self.history = list(state["history"])
+
+    def save(self, out_dir: str | Path) -> Path:
+        out_dir = Path(out_dir)
+        path = save_checkpoint(self.state_dict(), out_dir / "models" / CHECKPOINT_NAME)
+        write_history(self.history, out_dir)
+        return path
+
+    def resume_from(self, out_dir: str | Path) -> bool:
+        """Load ``out_dir/models/last.pt`` if there is one; returns whether it did."""
+        path = Path(out_dir) / "models" / CHECKPOINT_NAME
+        if not path.exists():
+            return False
+        self.load_state_dict(load_checkpoint(path, map_location=self.device))
+        return True
+
+
+def write_history(history: list[dict], out_dir: str | Path) -> None:
+    """history.json and history.csv (one row per epoch, one column per loss term), written atomically."""
+    import pandas as pd
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir / ".history.json.tmp"
+    tmp.write_text(json.dumps(history, indent=1))
+    os.replace(tmp, out_dir / "history.json")
+    tmp = out_dir / ".history.csv.tmp"
+    pd.DataFrame(history).to_csv(tmp, index=False)
+    os.replace(tmp, out_dir / "history.csv")
+
+
+def _progress_default() -> bool:
+    """Progress bars for people, not for CI logs."""
+    return not (os.environ.get("CI") or os.environ.get("EEG2IMG_PROFILE") == "ci")
+
+
+def _progress(items, enabled: bool, desc: str):
+    if not enabled:
+        return items
+    from tqdm.auto import tqdm
+
+    return tqdm(items, desc=desc, leave=False)

@@ -1,0 +1,170 @@
+"""The training loop: repeatable, resumable after a hard kill, loud on divergence, CLIP untouched."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from helpers.checkpoint import CheckpointError, load_checkpoint
+from helpers.config import make_config
+from helpers.semantic import load_clip
+from helpers.stimuli import render_digits, to_tensor
+from helpers.train import Trainer, TrainData, TrainingDivergedError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def toy_data(n=96, seed=0, feature_dim=264):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 10, n)
+    x = rng.normal(size=(n, feature_dim)).astype(np.float32)
+    x[:, :10] += 2 * np.eye(10, dtype=np.float32)[y]
+    return TrainData.from_numpy(x, y)
+
+
+@pytest.fixture(scope="module")
+def clip_and_stimuli():
+    cfg = make_config("ci")
+    clip = load_clip(cfg.clip_model, cfg.clip_weights)
+    stimuli = to_tensor(render_digits(224), size=cfg.image_size)
+    emb = clip.encode_images(to_tensor(render_digits(224))).detach()
+    return clip, stimuli, emb
+
+
+def make_trainer(clip_and_stimuli, out_dir=None, **overrides):
+    clip, stimuli, emb = clip_and_stimuli
+    cfg = make_config("ci", {"epochs": 2, "batch_size": 16, **overrides})
+    return Trainer(cfg, stimuli, clip, emb, out_dir=out_dir)
+
+
+def weights_of(tr):
+    return {f"{name}.{k}": v.clone() for name in ("encoder", "generator", "discriminator")
+            for k, v in getattr(tr, name).state_dict().items()}
+
+
+def test_same_seed_same_run_and_history_files(clip_and_stimuli, tmp_path):
+    data = toy_data()
+    a = make_trainer(clip_and_stimuli, out_dir=tmp_path)
+    ha = a.fit(data, toy_data(32, seed=1), progress=False)
+    b = make_trainer(clip_and_stimuli)
+    hb = b.fit(data, toy_data(32, seed=1), progress=False)
+    wa, wb = weights_of(a), weights_of(b)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    strip = lambda h: [{k: v for k, v in r.items() if k != "seconds"} for r in h]  # noqa: E731
+    assert strip(ha) == strip(hb)
+    # every loss term, every epoch, in both formats
+    rows = json.loads((tmp_path / "history.json").read_text())
+    assert [r["epoch"] for r in rows] == [1, 2]
+    for term in ("train_adv", "train_rec", "train_kl", "train_clip", "train_total", "train_disc",
+                 "val_rec", "val_clip", "val_semantic_top1"):
+        assert term in rows[0] and np.isfinite(rows[0][term])
+    header = (tmp_path / "history.csv").read_text().splitlines()[0].split(",")
+    assert "train_clip" in header and "val_semantic_top1" in header
+    ckpt = load_checkpoint(tmp_path / "models" / "last.pt")
+    assert ckpt["epoch"] == 2 and ckpt["config"]["lambda_clip"] == 5.0
+
+
+def test_clip_stays_frozen_and_bit_identical(clip_and_stimuli):
+    clip = clip_and_stimuli[0]
+    before = {k: v.clone() for k, v in clip.state_dict().items()}
+    tr = make_trainer(clip_and_stimuli, epochs=1)
+    tr.fit(toy_data(48), progress=False)
+    assert all(p.grad is None and not p.requires_grad for p in clip.parameters())
+    assert all(torch.equal(before[k], v) for k, v in clip.state_dict().items())
+    assert not clip.model.training
+
+
+def test_lambda_clip_changes_what_the_generator_learns(clip_and_stimuli):
+    data = toy_data(48)
+    runs = {}
+    for lam in (0.0, 5.0):
+        tr = make_trainer(clip_and_stimuli, epochs=1, lambda_clip=lam)
+        hist = tr.fit(data, progress=False)
+        runs[lam] = (weights_of(tr), hist)
+    w0, w5 = runs[0.0][0], runs[5.0][0]
+    assert any(not torch.equal(w0[k], w5[k]) for k in w0 if k.startswith("generator."))
+    assert np.isnan(runs[0.0][1][0]["train_clip"])  # not computed when its weight is 0 ...
+    assert np.isfinite(runs[5.0][1][0]["train_clip"])  # ... computed and logged otherwise
+
+
+def test_clip_batch_sends_a_subset_through_clip(clip_and_stimuli):
+    tr = make_trainer(clip_and_stimuli, clip_batch=4, lambda_adv=0, lambda_rec=0, lambda_kl=0)
+    calls = []
+    original = tr.clip.encode_images
+    tr.clip.encode_images = lambda images: (calls.append(len(images)), original(images))[1]
+    try:
+        data = toy_data(16)
+        tr.train_step(data.x, data.y)
+    finally:
+        del tr.clip.encode_images
+    assert calls == [4]
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in tr.generator.parameters())
+
+
+def test_nan_loss_stops_with_term_and_step_and_keeps_last_good_checkpoint(clip_and_stimuli, tmp_path):
+    tr = make_trainer(clip_and_stimuli, out_dir=tmp_path, epochs=1)
+    tr.fit(toy_data(32), progress=False)
+    good = (tmp_path / "models" / "last.pt").read_bytes()
+    bad = toy_data(32)
+    bad.x[:] = float("inf")
+    with pytest.raises(TrainingDivergedError, match=r"loss term '\w+' became (nan|inf) at epoch 2, step 3"):
+        tr.fit(bad, epochs=2, progress=False)
+    assert (tmp_path / "models" / "last.pt").read_bytes() == good
+
+
+def test_resume_refuses_a_checkpoint_of_another_configuration(clip_and_stimuli, tmp_path):
+    make_trainer(clip_and_stimuli, out_dir=tmp_path, epochs=1).fit(toy_data(32), progress=False)
+    other = make_trainer(clip_and_stimuli, lambda_clip=1.0)
+    with pytest.raises(CheckpointError, match="lambda_clip"):
+        other.resume_from(tmp_path)
+
+
+SCRIPT = textwrap.dedent("""
+    import sys, numpy as np, torch
+    sys.path.insert(0, {root!r})
+    from tests.test_train import toy_data
+    from helpers.config import make_config
+    from helpers.semantic import load_clip
+    from helpers.stimuli import render_digits, to_tensor
+    from helpers.train import Trainer
+    cfg = make_config("ci", {{"epochs": 3}})
+    clip = load_clip(cfg.clip_model, cfg.clip_weights)
+    tr = Trainer(cfg, to_tensor(render_digits(224), size=cfg.image_size), clip,
+                 clip.encode_images(to_tensor(render_digits(224))).detach(), out_dir=sys.argv[1])
+    resumed = tr.resume_from(sys.argv[1]) if sys.argv[2] == "resume" else False
+    tr.fit(toy_data(80), toy_data(16, seed=1), progress=False)
+    print("RESUMED" if resumed else "FRESH", tr.epoch, tr.step)
+""")
+
+
+def _run(out, mode, kill_at=None):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    env.pop("EEG2IMG_TEST_KILL_AT_STEP", None)
+    if kill_at:
+        env["EEG2IMG_TEST_KILL_AT_STEP"] = str(kill_at)
+    return subprocess.run([sys.executable, "-c", SCRIPT.format(root=str(ROOT)), str(out), mode],
+                          env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_sigkill_mid_epoch_then_resume_equals_uninterrupted_run(tmp_path):
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    assert _run(full, "fresh").returncode == 0
+    # 80 events / batch 16 = 5 steps per epoch: step 8 is in the middle of epoch 2.
+    dead = _run(killed, "fresh", kill_at=8)
+    assert dead.returncode == -9, dead.stderr
+    assert load_checkpoint(killed / "models" / "last.pt")["epoch"] == 1
+    again = _run(killed, "resume")
+    assert again.returncode == 0, again.stderr
+    assert "RESUMED 3 15" in again.stdout
+    a, b = load_checkpoint(full / "models" / "last.pt"), load_checkpoint(killed / "models" / "last.pt")
+    strip = lambda h: [{k: v for k, v in r.items() if k != "seconds"} for r in h]  # noqa: E731
+    assert strip(a["history"]) == strip(b["history"])
+    for net in ("encoder", "generator", "discriminator"):
+        for k in a[net]:
+            assert torch.equal(a[net][k], b[net][k]), f"{net}.{k} differs after resume"
