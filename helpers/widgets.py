@@ -1,0 +1,306 @@
+"""Widget callbacks for notebook 04: plain, unit-tested functions; the widgets only call them.
+
+The loss-weight explorer in notebook 04 is four sliders (``lambda_adv``, ``lambda_rec``, ``lambda_kl``,
+``lambda_clip``), an epochs slider and a button. Everything the button does lives here:
+
+    controls = make_controls(config)               # dict of ipywidgets (sliders, button, two Output areas)
+    session = TrainingSession(config, train, val, semantic)
+    connect(controls, session)                     # button -> on_train_clicked(session, values, ...)
+    on_train_clicked(session, read_values(controls), controls["loss_out"], controls["images_out"])
+
+``on_train_clicked`` trains N more epochs with a Trainer built for the chosen weights (a new one, same seed,
+whenever the weights change), and after every epoch redraws the loss curves and a grid of generated digits
+in the given Output widgets, in place. It also returns the figures, so tests and CI (nbval, no browser)
+exercise exactly what a click does.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from helpers.losses import WEIGHT_NAMES, loss_weights
+
+# Slider ranges: (min, max, step). The defaults of the design (1 / 10 / 1 / 5) sit inside every range.
+SLIDER_RANGES: dict[str, tuple[float, float, float]] = {
+    "lambda_adv": (0.0, 5.0, 0.1),
+    "lambda_rec": (0.0, 50.0, 0.5),
+    "lambda_kl": (0.0, 5.0, 0.1),
+    "lambda_clip": (0.0, 20.0, 0.5),
+}
+EPOCHS_RANGE = (1, 20)
+# Loss terms drawn in the curves, with the label each gets.
+CURVE_TERMS: dict[str, str] = {
+    "train_total": "total (weighted)",
+    "train_adv": "adversarial",
+    "train_rec": "L1 reconstruction",
+    "train_kl": "KL",
+    "train_clip": "semantic 1 - cos",
+    "train_disc": "discriminator",
+}
+VAL_TERMS: dict[str, str] = {"val_clip": "val semantic 1 - cos", "val_semantic_top1": "val semantic top-1"}
+
+
+# ------------------------------------------------------------------------------------------- values
+
+def weights_from_sliders(values: Mapping[str, Any]) -> dict[str, float | int]:
+    """Check the slider values and return ``{lambda_adv, lambda_rec, lambda_kl, lambda_clip, epochs}``.
+
+    Each weight must be a finite number >= 0 and not all may be 0 (helpers.losses.loss_weights); epochs
+    must be a whole number in EPOCHS_RANGE. Unknown keys are an error (a typo must not be ignored).
+    """
+    if not isinstance(values, Mapping):
+        raise TypeError(f"values must be a mapping of slider names to numbers, got {type(values).__name__}")
+    known = set(WEIGHT_NAMES) | {"epochs"}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"unknown slider value(s) {', '.join(unknown)}; expected {', '.join(sorted(known))}")
+    out: dict[str, float | int] = dict(loss_weights(values))
+    raw = values.get("epochs", 1)
+    try:
+        epochs_f = float(raw)
+    except (TypeError, ValueError):
+        raise ValueError(f"epochs must be a whole number, got {raw!r}") from None
+    if not math.isfinite(epochs_f) or epochs_f != int(epochs_f):
+        raise ValueError(f"epochs must be a whole number, got {raw!r}")
+    lo, hi = EPOCHS_RANGE
+    if not lo <= int(epochs_f) <= hi:
+        raise ValueError(f"epochs must be between {lo} and {hi}, got {int(epochs_f)}")
+    out["epochs"] = int(epochs_f)
+    return out
+
+
+def make_controls(config, epochs: int = 1) -> dict:
+    """The widgets of the loss-weight explorer, set to ``config``'s weights.
+
+    Keys: the four ``lambda_*`` FloatSliders, ``epochs`` (IntSlider), ``button``, ``status`` (Label),
+    ``loss_out`` and ``images_out`` (Output areas the callback draws into), ``box`` (the laid-out whole).
+    """
+    import ipywidgets as w
+
+    controls: dict[str, Any] = {}
+    style = {"description_width": "90px"}
+    for name in WEIGHT_NAMES:
+        lo, hi, step = SLIDER_RANGES[name]
+        value = float(getattr(config, name))
+        if not lo <= value <= hi:
+            raise ValueError(f"config.{name}={value} lies outside the slider range {lo}..{hi}")
+        controls[name] = w.FloatSlider(value=value, min=lo, max=hi, step=step, description=name,
+                                       continuous_update=False, style=style, readout_format=".1f")
+    lo, hi = EPOCHS_RANGE
+    controls["epochs"] = w.IntSlider(value=int(min(max(epochs, lo), hi)), min=lo, max=hi, step=1,
+                                     description="epochs", continuous_update=False, style=style)
+    controls["button"] = w.Button(description="Train", button_style="primary", icon="play",
+                                  tooltip="train this many more epochs with these weights")
+    controls["status"] = w.Label(value="not trained yet")
+    controls["loss_out"] = w.Output()
+    controls["images_out"] = w.Output()
+    sliders = w.VBox([controls[n] for n in (*WEIGHT_NAMES, "epochs")])
+    controls["box"] = w.VBox([w.HBox([sliders, w.VBox([controls["button"], controls["status"]])]),
+                              w.HBox([controls["loss_out"], controls["images_out"]])])
+    return controls
+
+
+def read_values(controls: Mapping[str, Any]) -> dict[str, float | int]:
+    """The current slider values, checked (``weights_from_sliders``)."""
+    return weights_from_sliders({name: controls[name].value for name in (*WEIGHT_NAMES, "epochs")})
+
+
+# ------------------------------------------------------------------------------------------- figures
+
+def _new_figure(width: float, height: float):
+    # A Figure outside pyplot: displaying it in an Output widget never shows it a second time at cell end.
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+def render_loss_curves(history: list[dict], title: str = "") -> "Figure":
+    """Loss terms per epoch (left) and the validation semantic numbers (right) from ``Trainer.history``.
+
+    Terms left out of training (weight 0) are logged as NaN by the trainer and are not drawn.
+    """
+    fig = _new_figure(8.0, 3.2)
+    ax_loss, ax_val = fig.subplots(1, 2)
+    epochs = [row.get("epoch", i + 1) for i, row in enumerate(history)]
+    drawn = 0
+    for key, label in CURVE_TERMS.items():
+        ys = np.array([row.get(key, np.nan) for row in history], dtype=float)
+        if np.isfinite(ys).any():
+            ax_loss.plot(epochs, ys, marker="o", label=label)
+            drawn += 1
+    ax_loss.set_xlabel("epoch")
+    ax_loss.set_ylabel("loss (training mean)")
+    ax_loss.set_yscale("symlog", linthresh=0.1)
+    if drawn:
+        ax_loss.legend(fontsize=7)
+    else:
+        ax_loss.text(0.5, 0.5, "no epochs yet", ha="center", va="center", transform=ax_loss.transAxes)
+    for key, label in VAL_TERMS.items():
+        ys = np.array([row.get(key, np.nan) for row in history], dtype=float)
+        if np.isfinite(ys).any():
+            ax_val.plot(epochs, ys, marker="o", label=label)
+    ax_val.axhline(0.1, color="grey", ls="--", lw=1, label="chance top-1 (0.1)")
+    ax_val.set_xlabel("epoch")
+    ax_val.set_ylim(-0.02, max(1.05, ax_val.get_ylim()[1]))
+    ax_val.legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return fig
+
+
+def _to_uint8(images) -> np.ndarray:
+    """[n, 3, S, S] float in [-1, 1] (tensor or array) or uint8 [n, S, S, 3] -> uint8 [n, S, S, 3]."""
+    try:
+        import torch
+
+        if torch.is_tensor(images):
+            images = images.detach().cpu().float().numpy()
+    except ImportError:  # pragma: no cover - torch is a dependency
+        pass
+    a = np.asarray(images)
+    if a.ndim != 4:
+        raise ValueError(f"images must be [n, 3, S, S] or [n, S, S, 3], got shape {a.shape}")
+    if a.dtype == np.uint8:
+        return a if a.shape[-1] == 3 else a.transpose(0, 2, 3, 1)
+    if a.shape[1] != 3:
+        raise ValueError(f"float images must be [n, 3, S, S] in [-1, 1], got shape {a.shape}")
+    return np.clip(np.rint((a.transpose(0, 2, 3, 1) + 1.0) * 127.5), 0, 255).astype(np.uint8)
+
+
+def render_generated_grid(images, labels, title: str = "", banner: str = "", columns: int = 10) -> "Figure":
+    """A grid of generated images, each titled with the digit its EEG event was recorded for."""
+    imgs = _to_uint8(images)
+    labels = np.asarray(labels).reshape(-1)
+    if len(labels) != len(imgs):
+        raise ValueError(f"{len(imgs)} images but {len(labels)} labels")
+    n = len(imgs)
+    cols = max(1, min(columns, n))
+    rows = max(1, math.ceil(n / cols))
+    fig = _new_figure(1.0 * cols + 0.4, 1.15 * rows + (0.5 if (title or banner) else 0.1))
+    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+    for ax in axes:
+        ax.axis("off")
+    for ax, img, lab in zip(axes, imgs, labels):
+        ax.imshow(img, interpolation="nearest")
+        ax.set_title(f"EEG of {int(lab)}", fontsize=8)
+    text = "\n".join(t for t in (title, banner) if t)
+    if text:
+        fig.suptitle(text, fontsize=8, color="red" if banner else "black")
+    return fig
+
+
+def example_indices(labels, per_class: int = 1, n_classes: int = 10) -> np.ndarray:
+    """The first ``per_class`` events of each digit (in order), so a grid shows every digit once."""
+    labels = np.asarray(labels).reshape(-1)
+    picked = [np.flatnonzero(labels == c)[:per_class] for c in range(n_classes)]
+    return np.concatenate(picked).astype(np.int64) if picked else np.zeros(0, np.int64)
+
+
+# ------------------------------------------------------------------------------------------- training
+
+@dataclass
+class TrainingSession:
+    """What the button trains: the data, the frozen CLIP setup, and the trainer of the current weights.
+
+    ``train`` / ``val`` are helpers.train.TrainData; ``semantic`` is helpers.pipeline.SemanticSetup.
+    Short exploratory runs keep no checkpoints (``out_dir`` None) unless one is given.
+    """
+    config: Any
+    train: Any
+    val: Any
+    semantic: Any
+    out_dir: Any = None
+    trainer: Any = None
+    weights: dict = field(default_factory=dict)
+    figures: dict = field(default_factory=dict)
+
+    def trainer_for(self, weights: Mapping[str, float]):
+        """The trainer for these weights: the current one if they are unchanged, else a new one (same seed)."""
+        from helpers.pipeline import build_trainer
+
+        weights = {k: float(weights[k]) for k in WEIGHT_NAMES}
+        if self.trainer is None or weights != self.weights:
+            config = dataclasses.replace(self.config, **weights)
+            self.trainer = build_trainer(config, self.semantic, self.out_dir)
+            self.weights = weights
+        return self.trainer
+
+
+def _show(out, fig) -> None:
+    """Replace what ``out`` (an ipywidgets.Output, or None) shows with ``fig``."""
+    if out is None:
+        return
+    from IPython.display import display
+
+    out.clear_output(wait=True)
+    with out:
+        display(fig)
+
+
+def on_train_clicked(session: TrainingSession, values: Mapping[str, Any], loss_out=None, images_out=None,
+                     status=None, progress: bool = False, n_per_class: int = 1) -> dict:
+    """What the Train button does: train ``values['epochs']`` more epochs with ``values``' weights.
+
+    After every epoch the loss curves and the generated digits of the first validation event of each
+    digit are redrawn in ``loss_out`` / ``images_out`` (Output widgets, or None). Returns
+    ``{"history", "loss_figure", "images_figure", "trainer", "weights"}``.
+    """
+    checked = weights_from_sliders(values)
+    weights = {k: checked[k] for k in WEIGHT_NAMES}
+    trainer = session.trainer_for(weights)
+    target = trainer.epoch + int(checked["epochs"])
+    idx = example_indices(session.val.y.numpy(), per_class=n_per_class)
+    x_show, y_show = session.val.x[idx], session.val.y[idx].numpy()
+    banner = ""
+    if not getattr(session.semantic.clip, "trained", True):
+        banner = "UNTRAINED CLIP: the semantic loss and semantic top-1 carry no meaning"
+    label = ", ".join(f"{k.replace('lambda_', '')} {v:g}" for k, v in weights.items())
+    figs: dict = {}
+
+    def redraw(tr, row=None):
+        figs["loss_figure"] = render_loss_curves(tr.history, title=f"weights: {label}")
+        figs["images_figure"] = render_generated_grid(tr.generate(x_show), y_show,
+                                                      title=f"after epoch {tr.epoch} ({label})", banner=banner)
+        _show(loss_out, figs["loss_figure"])
+        _show(images_out, figs["images_figure"])
+        if status is not None and row is not None:
+            top1 = row.get("val_semantic_top1", float("nan"))
+            status.value = (f"epoch {tr.epoch}/{target}: total {row.get('train_total', float('nan')):.3f}, "
+                            f"val semantic top-1 {top1:.2f}")
+
+    if status is not None:
+        status.value = f"training epochs {trainer.epoch + 1}-{target} ..."
+    trainer.fit(session.train, session.val, epochs=target, progress=progress, on_epoch_end=redraw)
+    if "loss_figure" not in figs:  # nothing to train (cannot happen with epochs >= 1, kept for safety)
+        redraw(trainer)
+    session.figures = figs
+    return {"history": list(trainer.history), "trainer": trainer, "weights": weights, **figs}
+
+
+def connect(controls: Mapping[str, Any], session: TrainingSession,
+            callback: Callable[..., dict] = on_train_clicked) -> Callable:
+    """Make the button run ``callback(session, read_values(controls), loss_out, images_out, status)``.
+
+    Errors (e.g. all weights 0) are shown in the status label and the loss area instead of vanishing
+    into the browser console. Returns the click handler (tests call it directly).
+    """
+    def handler(_button=None):
+        button = controls["button"]
+        button.disabled = True
+        try:
+            return callback(session, read_values(controls), controls["loss_out"], controls["images_out"],
+                            controls["status"])
+        except Exception as e:  # shown to the user; re-raised nowhere since a widget callback has no caller
+            controls["status"].value = f"error: {e}"
+            with controls["loss_out"]:
+                print(f"error: {e}")
+            return None
+        finally:
+            button.disabled = False
+
+    controls["button"].on_click(handler)
+    return handler
