@@ -57,10 +57,18 @@ def _register_tiny_config() -> None:
     # open_clip finds architectures by JSON file name; write ours once per process where it can be read.
     if TINY_CLIP_NAME in open_clip.list_models():
         return
-    folder = Path(tempfile.gettempdir()) / f"eeg2img_open_clip_configs_{os.getpid()}"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{TINY_CLIP_NAME}.json"
-    path.write_text(json.dumps(TINY_CLIP_CONFIG, indent=2))
+    text = json.dumps(TINY_CLIP_CONFIG, indent=2)
+    try:
+        folder = Path(tempfile.gettempdir()) / "eeg2img_open_clip_configs"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{TINY_CLIP_NAME}.json"
+        # Write-then-rename: parallel processes (pytest-xdist, notebooks) never read half a file.
+        tmp = folder / f".{TINY_CLIP_NAME}.{os.getpid()}.tmp"
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError:  # e.g. the shared folder belongs to another user
+        path = Path(tempfile.mkdtemp(prefix="eeg2img_clip_")) / f"{TINY_CLIP_NAME}.json"
+        path.write_text(text)
     open_clip.add_model_config(path)
 
 
@@ -322,6 +330,7 @@ def load_clip(model_name: str = "ViT-B-32", weights: str = "auto", pretrained_ta
     seconds when they cannot be had), ``"auto"`` (pretrained when obtainable, else untrained with a loud
     warning), ``"untrained"`` (a fixed random network, mechanics only) or a path to a state_dict file
     for ``model_name``. Tag ``"openai"`` selects the ``-quickgelu`` architecture variant.
+    ``device`` may be ``"auto"`` (CUDA when available).
     """
     if not isinstance(weights, str) or not weights.strip():
         raise ValueError(f"weights must be one of {', '.join(WEIGHT_KEYWORDS)} or a checkpoint path, got {weights!r}")
@@ -344,6 +353,8 @@ def load_clip(model_name: str = "ViT-B-32", weights: str = "auto", pretrained_ta
         assert not keyword
         model, trained = _load_checkpoint(name, weights)
         desc = f"checkpoint:{Path(weights).expanduser().resolve()}"
+    if str(device) == "auto":  # as Config.device
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     clip = FrozenClip(model, name, desc, trained).to(device)
     if not clip.trained:
         print(untrained_banner(clip), flush=True)
