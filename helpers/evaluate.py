@@ -1,0 +1,388 @@
+"""Metrics that tell the truth: every accuracy next to chance, a permutation test and a plain baseline.
+
+Everything here takes arrays (scores, labels, images), never models, so each metric can be checked
+on hand-made inputs. ``evaluation_metrics`` assembles the ``metrics.json`` dict whose top-level keys
+are a contract (DESIGN section 9); ``write_json_atomic`` writes it so that a crash never leaves a
+half-written file. Accuracies, intervals and permutation tests come from :mod:`helpers.stats`.
+
+Scores are ``[n, 10]`` arrays, higher = more likely; column ``c`` is digit ``c``. Predictions are
+the arg-max with ties broken towards the lower class index (as in :func:`helpers.stats.topk_correct`).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import stats as _st
+from skimage.metrics import structural_similarity
+
+from . import stats
+
+N_CLASSES = 10
+
+
+# ----------------------------------------------------------------------------------------------
+# Plain JSON, written atomically
+# ----------------------------------------------------------------------------------------------
+
+def to_plain(obj: Any, where: str = "$") -> Any:
+    """Convert to plain JSON types (numpy/torch scalars and arrays, tuples, Paths, ``to_dict()`` objects).
+
+    Refuses NaN/inf and unknown types with an error that names where in the structure they are,
+    so that ``metrics.json`` is always strict JSON that any reader accepts.
+    """
+    if obj is None or isinstance(obj, (bool, str)):
+        return obj
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        if not math.isfinite(float(obj)):
+            raise ValueError(f"{where}: {float(obj)} is not allowed in JSON (strict JSON has no NaN/inf)")
+        return float(obj)
+    if isinstance(obj, torch.Tensor):
+        return to_plain(obj.detach().cpu().numpy(), where)
+    if isinstance(obj, np.ndarray):
+        return to_plain(obj.tolist(), where)
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, Mapping):
+        out = {}
+        for k, v in obj.items():
+            if not isinstance(k, (str, int, np.integer)) or isinstance(k, bool):
+                raise TypeError(f"{where}: key {k!r} of type {type(k).__name__} is not a JSON key")
+            out[str(k)] = to_plain(v, f"{where}.{k}")
+        return out
+    if isinstance(obj, (list, tuple)):
+        return [to_plain(v, f"{where}[{i}]") for i, v in enumerate(obj)]
+    if hasattr(obj, "to_dict") and callable(obj.to_dict):
+        return to_plain(obj.to_dict(), where)
+    raise TypeError(f"{where}: value of type {type(obj).__name__} cannot be written as JSON")
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any, indent: int = 2) -> Path:
+    """Write ``obj`` as strict JSON to ``path`` via a temporary file in the same folder and ``os.replace``.
+
+    Conversion (:func:`to_plain`) happens before anything touches the disk, and the old file is only
+    replaced once the new one is complete and flushed: a crash at any point leaves the previous
+    file intact and no temporary file behind.
+    """
+    path = Path(path)
+    text = json.dumps(to_plain(obj), indent=indent, allow_nan=False) + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+# ----------------------------------------------------------------------------------------------
+# Scores and their summaries
+# ----------------------------------------------------------------------------------------------
+
+def _as_2d(x, name: str) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    x = np.asarray(getattr(x, "embeddings", x), dtype=np.float64)  # accepts StimulusEmbeddings too
+    if x.ndim != 2:
+        raise ValueError(f"{name} must be 2-D; got shape {x.shape}")
+    if not np.isfinite(x).all():
+        raise ValueError(f"{name} contains NaN or inf")
+    return x
+
+
+def semantic_scores(gen_emb, stim_emb) -> np.ndarray:
+    """Cosine similarity ``[n, 10]`` of each generated image's embedding to each stimulus embedding.
+
+    Both inputs are L2-normalised here, so raw (unnormalised) embeddings give the same answer.
+    """
+    g, s = _as_2d(gen_emb, "gen_emb"), _as_2d(stim_emb, "stim_emb")
+    if g.shape[1] != s.shape[1]:
+        raise ValueError(f"embedding sizes differ: generated {g.shape[1]}, stimuli {s.shape[1]}")
+    for name, x in (("gen_emb", g), ("stim_emb", s)):
+        if (np.linalg.norm(x, axis=1) == 0).any():
+            raise ValueError(f"{name} has an all-zero row; its cosine is undefined")
+    g = g / np.linalg.norm(g, axis=1, keepdims=True)
+    s = s / np.linalg.norm(s, axis=1, keepdims=True)
+    return g @ s.T
+
+
+def _check_labels(labels, n_classes: int, n: int | None = None, name: str = "labels") -> np.ndarray:
+    labels = np.asarray(labels)
+    if labels.ndim != 1:
+        raise ValueError(f"{name} must be 1-D; got shape {labels.shape}")
+    if labels.size and not np.issubdtype(labels.dtype, np.integer):
+        if not np.all(np.equal(np.mod(labels, 1), 0)):
+            raise ValueError(f"{name} must be integer class indices")
+    labels = labels.astype(np.int64)
+    if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
+        raise ValueError(f"{name} must be in 0..{n_classes - 1}; got range {labels.min()}..{labels.max()}")
+    if n is not None and labels.shape[0] != n:
+        raise ValueError(f"{name} has {labels.shape[0]} entries, expected {n}")
+    return labels
+
+
+def _check_scores(scores, labels: np.ndarray, name: str, n_classes: int) -> np.ndarray:
+    scores = _as_2d(scores, name)
+    if scores.shape != (labels.shape[0], n_classes):
+        raise ValueError(f"{name} must be [n={labels.shape[0]}, {n_classes}]; got {scores.shape}")
+    return scores
+
+
+def top_k_predictions(scores, k: int = 3) -> np.ndarray:
+    """The k best classes per row, best first ``int64 [n, k]``; ties go to the lower class index."""
+    scores = _as_2d(scores, "scores")
+    if not 1 <= k <= scores.shape[1]:
+        raise ValueError(f"k={k} must be between 1 and {scores.shape[1]}")
+    return np.argsort(-scores, axis=1, kind="stable")[:, :k].astype(np.int64)
+
+
+def confusion(pred, labels, n_classes: int = N_CLASSES) -> np.ndarray:
+    """Counts ``[true, predicted]`` (rows: true class, columns: predicted class), ``int64 [C, C]``."""
+    labels = _check_labels(labels, n_classes)
+    pred = _check_labels(pred, n_classes, n=labels.shape[0], name="pred")
+    cm = np.zeros((n_classes, n_classes), dtype=np.int64)
+    np.add.at(cm, (labels, pred), 1)
+    return cm
+
+
+def prediction_histogram(pred, n_classes: int = N_CLASSES) -> np.ndarray:
+    """How often each class is predicted, ``int64 [C]``: a generator that always draws one digit has one bar."""
+    pred = _check_labels(pred, n_classes, name="pred")
+    return np.bincount(pred, minlength=n_classes).astype(np.int64)
+
+
+def scorer_summary(scores, labels, n_classes: int = N_CLASSES, n_permutations: int = 1000,
+                   seed: int = 0) -> dict:
+    """Everything about one way of scoring the test events.
+
+    Top-1 and top-3 with Clopper-Pearson intervals and chance, permutation tests (labels shuffled)
+    for both, the confusion matrix, the prediction histogram, and per-class recall (None for a
+    class absent from ``labels``).
+    """
+    labels = _check_labels(labels, n_classes)
+    scores = _check_scores(scores, labels, "scores", n_classes)
+    pred = top_k_predictions(scores, 1)[:, 0]
+    cm = confusion(pred, labels, n_classes)
+    support = cm.sum(1)
+    recall = [float(cm[c, c] / support[c]) if support[c] else None for c in range(n_classes)]
+    out = {"n": int(labels.shape[0])}
+    for k in (1, 3):
+        out[f"top{k}"] = stats.accuracy_report(scores, labels, k=k, n_classes=n_classes).to_dict()
+        out[f"permutation_top{k}"] = stats.permutation_test(scores, labels, k=k, n_permutations=n_permutations,
+                                                            seed=seed)
+    out.update(confusion=cm.tolist(), prediction_histogram=prediction_histogram(pred, n_classes).tolist(),
+               recall_per_class=recall, n_distinct_predictions=int((cm.sum(0) > 0).sum()))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Image similarity to the true stimulus
+# ----------------------------------------------------------------------------------------------
+
+def _images_nchw(x, name: str) -> torch.Tensor:
+    t = torch.as_tensor(x).detach().float().cpu() if not isinstance(x, np.ndarray) else torch.from_numpy(
+        np.asarray(x, dtype=np.float32))
+    if t.ndim != 4 or t.shape[1] not in (1, 3):
+        raise ValueError(f"{name} must be [n, 3, H, W] in [-1, 1]; got shape {tuple(t.shape)}")
+    if not torch.isfinite(t).all() or t.min() < -1.01 or t.max() > 1.01:
+        raise ValueError(f"{name} must be finite and in [-1, 1]")
+    return t
+
+
+def _stimuli_nchw(stimuli, size: tuple[int, int]) -> torch.Tensor:
+    """Stimuli as ``[10, 3, h, w]`` in [-1, 1] at the generated images' size (antialiased resize)."""
+    arr = stimuli.detach().cpu().numpy() if isinstance(stimuli, torch.Tensor) else np.asarray(stimuli)
+    if arr.ndim == 4 and arr.shape[-1] == 3 and arr.dtype == np.uint8:
+        t = torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    else:
+        t = _images_nchw(arr, "stimuli")
+    if tuple(t.shape[-2:]) != tuple(size):
+        t = F.interpolate(t, size=size, mode="bilinear", align_corners=False, antialias=True).clamp(-1, 1)
+    return t
+
+
+def image_similarity(generated, stimuli, labels) -> dict:
+    """SSIM and Pearson pixel correlation of each generated image with its true stimulus.
+
+    ``generated``: ``[n, 3, h, w]`` in [-1, 1]; ``stimuli``: ``uint8 [10, H, W, 3]`` or ``[10, 3, H, W]``
+    in [-1, 1], resized (antialiased) to ``h x w``; both compared as grayscale in [0, 1] with
+    ``data_range=1`` (SSIM from scikit-image, correlation from SciPy). A constant image has no
+    correlation; it counts as 0 and is tallied in ``n_constant_images``.
+    """
+    gen = _images_nchw(generated, "generated")
+    labels = _check_labels(labels, N_CLASSES, n=gen.shape[0])
+    h, w = gen.shape[-2:]
+    stim = _stimuli_nchw(stimuli, (h, w))
+    if stim.shape[0] != N_CLASSES:
+        raise ValueError(f"stimuli must hold {N_CLASSES} images; got {stim.shape[0]}")
+    g = ((gen.mean(1) + 1) / 2).clamp(0, 1).double().numpy()
+    s = ((stim.mean(1) + 1) / 2).clamp(0, 1).double().numpy()
+    win = min(7, h, w)
+    win -= (win + 1) % 2  # SSIM needs an odd window no larger than the image
+    if win < 3:
+        raise ValueError(f"images of {h}x{w} are too small for SSIM")
+    ssim, corr, n_const = [], [], 0
+    for img, y in zip(g, labels):
+        ref = s[y]
+        ssim.append(float(structural_similarity(img, ref, data_range=1.0, win_size=win)))
+        if np.ptp(img) == 0 or np.ptp(ref) == 0:
+            corr.append(0.0)
+            n_const += 1
+        else:
+            corr.append(float(_st.pearsonr(img.ravel(), ref.ravel())[0]))
+    n = len(ssim)
+    return {
+        "ssim_mean": float(np.mean(ssim)) if n else None, "ssim_std": float(np.std(ssim)) if n else None,
+        "pixel_corr_mean": float(np.mean(corr)) if n else None, "pixel_corr_std": float(np.std(corr)) if n else None,
+        "ssim_per_event": ssim, "pixel_corr_per_event": corr, "n_constant_images": int(n_const),
+        "compared_at": [int(h), int(w)], "grayscale": True, "data_range": 1.0,
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# metrics.json
+# ----------------------------------------------------------------------------------------------
+
+_VALIDATION_SCORES = {"semantic_scores": "semantic", "judge_scores": "judge", "baseline_scores": "linear_baseline"}
+
+
+def _validation_block(validation: Mapping, n_classes: int) -> dict:
+    """Accuracies from validation arrays (``labels`` + any ``*_scores``); other entries copied as they are."""
+    out: dict[str, Any] = {}
+    labels = None
+    if "labels" in validation:
+        labels = _check_labels(validation["labels"], n_classes, name="validation labels")
+        n = int(labels.shape[0])
+        out["n_events"] = n
+        out["chance_top1"] = 1.0 / n_classes
+        out["chance_top1_upper95"] = stats.chance_upper95(n, 1.0 / n_classes)
+    for key, value in validation.items():
+        if key == "labels":
+            continue
+        if key in _VALIDATION_SCORES and value is not None:
+            if labels is None:
+                raise ValueError(f"validation[{key!r}] given without validation['labels']")
+            sc = _check_scores(value, labels, f"validation {key}", n_classes)
+            name = _VALIDATION_SCORES[key]
+            for k in (1, 3):
+                out[f"{name}_top{k}"] = stats.topk_accuracy(sc, labels, k)
+        else:
+            out[key] = value
+    return out
+
+
+def evaluation_metrics(labels, semantic_scores, judge_scores, baseline_scores, *, clip_semantic: bool,
+                       synthetic: bool, oracle_top1: float | None = None, generated=None, stimuli=None,
+                       oracle_label_semantic_scores=None, oracle_label_judge_scores=None,
+                       validation: Mapping | None = None, n_permutations: int = 1000, seed: int = 0,
+                       extra: Mapping | None = None, n_classes: int = N_CLASSES) -> dict:
+    """The ``metrics.json`` dict for the held-out test events (plain Python types only).
+
+    Inputs: true ``labels`` [n]; ``semantic_scores`` (cosines to the 10 stimulus CLIP embeddings),
+    ``judge_scores`` (the independent digit classifier) and ``baseline_scores`` (the linear EEG
+    classifier), each [n, 10]. ``oracle_label_*_scores`` [n, 10] score images the same generator
+    drew when fed the true class (the upper bound); ``oracle_top1`` is the Bayes accuracy of the
+    synthetic data (required when ``synthetic``). ``generated`` [n, 3, h, w] in [-1, 1] with
+    ``stimuli`` adds SSIM and pixel correlation. ``validation`` (see :func:`_validation_block`) is
+    nested under ``"validation"``; ``extra`` entries are added at the top level (no overwriting).
+
+    Top-level contract keys (DESIGN section 9): ``n_test_events``, ``semantic_top1``,
+    ``semantic_top3``, ``judge_top1``, ``judge_top3``, ``linear_baseline_top1``, ``chance_top1``,
+    ``chance_top1_upper95``, ``clip_semantic``, and ``oracle_top1`` when synthetic. Details per
+    scorer (intervals, permutation tests, confusion, histogram) are under ``"scorers"``.
+    """
+    labels = _check_labels(labels, n_classes)
+    n = int(labels.shape[0])
+    if n == 0:
+        raise ValueError("no test events: cannot evaluate")
+    if synthetic and oracle_top1 is None:
+        raise ValueError("synthetic data: pass oracle_top1 (the Bayes accuracy the generator's parameters allow)")
+    scorers = {"semantic": semantic_scores, "judge": judge_scores, "linear_baseline": baseline_scores}
+    if oracle_label_semantic_scores is not None:
+        scorers["oracle_label_semantic"] = oracle_label_semantic_scores
+    if oracle_label_judge_scores is not None:
+        scorers["oracle_label_judge"] = oracle_label_judge_scores
+    blocks = {}
+    for name, sc in scorers.items():
+        _check_scores(sc, labels, f"{name} scores", n_classes)
+        blocks[name] = scorer_summary(sc, labels, n_classes, n_permutations=n_permutations, seed=seed)
+
+    p1, p3 = 1.0 / n_classes, 3.0 / n_classes
+    lo1, hi1 = stats.chance_interval(n, p1)
+    m: dict[str, Any] = {
+        "n_test_events": n,
+        "n_classes": int(n_classes),
+        "clip_semantic": bool(clip_semantic),
+        "synthetic": bool(synthetic),
+        "chance_top1": p1,
+        "chance_top1_upper95": stats.chance_upper95(n, p1),
+        "chance_top1_interval95": [lo1, hi1],
+        "chance_top3": p3,
+        "chance_top3_upper95": stats.chance_upper95(n, p3),
+    }
+    for name, block in blocks.items():
+        for k in (1, 3):
+            m[f"{name}_top{k}"] = block[f"top{k}"]["value"]
+            m[f"{name}_top{k}_ci95"] = [block[f"top{k}"]["ci95_low"], block[f"top{k}"]["ci95_high"]]
+            m[f"{name}_top{k}_p_value"] = block[f"permutation_top{k}"]["p_value"]
+    if synthetic:
+        m["oracle_top1"] = float(oracle_top1)
+    elif oracle_top1 is not None:
+        m["oracle_top1"] = float(oracle_top1)
+    if generated is not None:
+        if stimuli is None:
+            raise ValueError("generated images given without the stimuli to compare them with")
+        sim = image_similarity(generated, stimuli, labels)
+        m["ssim_mean"], m["pixel_corr_mean"] = sim["ssim_mean"], sim["pixel_corr_mean"]
+        m["image_similarity"] = sim
+    m["scorers"] = blocks
+    if validation is not None:
+        m["validation"] = _validation_block(validation, n_classes)
+    for key, value in (extra or {}).items():
+        if key in m:
+            raise ValueError(f"extra key {key!r} would overwrite a computed metric")
+        m[key] = value
+    return to_plain(m)
+
+
+# ----------------------------------------------------------------------------------------------
+# Convenience: from generated images to scores (takes models, so it is a thin wrapper)
+# ----------------------------------------------------------------------------------------------
+
+@torch.no_grad()
+def score_generated(images, *, judge=None, clip=None, stimulus_embeddings=None, batch_size: int = 64) -> dict:
+    """Judge and/or semantic scores of generated images ``[n, 3, h, w]`` in [-1, 1].
+
+    ``judge`` needs ``predict_scores(images)``; ``clip`` needs ``encode_images(images)`` and comes
+    with ``stimulus_embeddings`` ([10, D] or an object with ``.embeddings``). Returns a dict with
+    ``judge_scores`` and/or ``semantic_scores`` as ``[n, 10]`` numpy arrays.
+    """
+    images = torch.as_tensor(images).float()
+    out = {}
+    if judge is not None:
+        out["judge_scores"] = np.asarray(judge.predict_scores(images), dtype=np.float64)
+    if clip is not None:
+        if stimulus_embeddings is None:
+            raise ValueError("clip given without stimulus_embeddings")
+        emb = torch.cat([torch.as_tensor(clip.encode_images(images[i:i + batch_size])).detach().float().cpu()
+                         for i in range(0, images.shape[0], batch_size)])
+        out["semantic_scores"] = semantic_scores(emb, stimulus_embeddings)
+    return out
