@@ -475,7 +475,8 @@ def _store_block(store: _Store, events: dict[int, _Event], slots, chans, counts,
                 v = np.zeros(counts[i])
             parts.append(v)
         vals = np.concatenate(parts) if parts else np.zeros(0)
-    vals32 = vals.astype(np.float32)
+    with np.errstate(over="ignore"):  # values beyond float32 become inf and are flagged just below
+        vals32 = vals.astype(np.float32)
     del vals
     nonfinite = ~np.isfinite(vals32)
     if nonfinite.any():
