@@ -335,7 +335,6 @@ def load_clip(model_name: str = "ViT-B-32", weights: str = "auto", pretrained_ta
     if not isinstance(weights, str) or not weights.strip():
         raise ValueError(f"weights must be one of {', '.join(WEIGHT_KEYWORDS)} or a checkpoint path, got {weights!r}")
     key = weights.strip().lower()
-    keyword = key in WEIGHT_KEYWORDS
     name = _resolve_model_name(model_name, pretrained_tag if key in ("auto", "pretrained") else None)
     if key == "untrained":
         model, desc, trained = _create_untrained(name), "untrained", False
@@ -349,8 +348,7 @@ def load_clip(model_name: str = "ViT-B-32", weights: str = "auto", pretrained_ta
                    f"{name}. The semantic loss and metrics will carry no meaning. Reason: {e}")
             warnings.warn(msg, UserWarning, stacklevel=2)
             model, desc, trained = _create_untrained(name), "untrained", False
-    else:
-        assert not keyword
+    else:  # anything else is a checkpoint path
         model, trained = _load_checkpoint(name, weights)
         desc = f"checkpoint:{Path(weights).expanduser().resolve()}"
     if str(device) == "auto":  # as Config.device

@@ -3,7 +3,6 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from helpers import losses, models, semantic
 from helpers.config import make_config
