@@ -22,6 +22,7 @@ import json
 import os
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -298,27 +299,26 @@ def parse_file(path: str | Path, device: str = "EP", strict: bool = False,
 
     lineno = 0
     slots_hint = 0
-    with open(path, "rb") as fh:
-        tail = b""
+    # Lenient mode overlaps the two halves of the work: this thread splits lines (Python, holds the GIL)
+    # while a worker parses the previous block's values (pandas' C parser and numpy, mostly without it).
+    pool = None if strict else ThreadPoolExecutor(max_workers=1)
+    pending = None
+    fh = open(path, "rb")
+    try:
         while True:
             block = fh.read(_BLOCK_BYTES)
+            if block and not block.endswith(b"\n"):
+                block += fh.readline()  # end the block at a line end
+            if not block:
+                break
             if bar is not None:
                 bar.update(len(block))
-            if block:
-                buf = tail + block
-                cut = buf.rfind(b"\n")
-                if cut < 0:
-                    tail = buf
-                    continue
-                tail, buf = buf[cut + 1:], buf[:cut]
-            else:
-                buf, tail = tail, b""
-                if not buf:
-                    break
-            lines = buf.split(b"\n")
-            del buf
-            # Per good line of our device: where its values go, and the text of its values.
-            slots: list[int] = []
+            lines = block.split(b"\n")
+            del block
+            if lines[-1] == b"":
+                lines.pop()  # the text after the last newline is not a line
+            # Per good line of our device: its event, channel, and the text of its values.
+            evs: list[_Event] = []
             chans: list[int] = []
             counts: list[int] = []
             linenos: list[int] = []
@@ -390,7 +390,7 @@ def parse_file(path: str | Path, device: str = "EP", strict: bool = False,
                             ev.size_min = min(ev.size_min, n)
                             ev.size_max = max(ev.size_max, n)
                             if ev.fault is None:  # values of an already-bad event need not be parsed
-                                slots.append(ev.slot)
+                                evs.append(ev)
                                 chans.append(ch)
                                 counts.append(n)
                                 linenos.append(lineno)
@@ -401,17 +401,27 @@ def parse_file(path: str | Path, device: str = "EP", strict: bool = False,
                         block_faults.append((lineno, fault, detail))
                         break  # later lines of this block cannot be the first fault
             del lines
-            if slots_hint == 0 and events and block:
+            if slots_hint == 0 and events:
                 # Size the result once from the first block (bytes per event), to avoid regrowing it.
                 slots_hint = int(len(events) * total_bytes / max(1, fh.tell()) * 1.02) + 16
+            if pending is not None:
+                pending.result()  # at most one block in flight: bounded memory, errors surface here
+                pending = None
             if datas:
-                _store_block(store, events, slots, chans, counts, linenos, datas, strict, block_faults,
-                             slots_hint)
+                job = (store, evs, chans, counts, linenos, datas, strict, block_faults, slots_hint)
+                if pool is None:
+                    _store_block(*job)
+                else:
+                    pending = pool.submit(_store_block, *job)
             if strict and block_faults:
                 ln, reason, detail = min(block_faults)
                 raise MindBigDataError(str(path), ln, reason, detail)
-            if not block:
-                break
+        if pending is not None:
+            pending.result()
+    finally:
+        fh.close()
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
     if bar is not None:
         bar.close()
     rep.lines_total = lineno
@@ -458,7 +468,7 @@ def parse_file(path: str | Path, device: str = "EP", strict: bool = False,
     return out, rep
 
 
-def _store_block(store: _Store, events: dict[int, _Event], slots, chans, counts, linenos, datas,
+def _store_block(store: _Store, evs: list[_Event], chans, counts, linenos, datas,
                  strict: bool, block_faults: list, slots_hint: int) -> None:
     """Parse the values of one block's good lines and write them into the result array."""
     counts_a = np.asarray(counts, np.int64)
@@ -487,12 +497,11 @@ def _store_block(store: _Store, events: dict[int, _Event], slots, chans, counts,
                 v = _line_values(datas[i])
                 bad_lines[i] = (("non_numeric_value", "a value is not a number") if v is None
                                 else ("non_finite_value", "NaN, inf or beyond float32"))
-    slots_a = np.asarray(slots, np.int64)
-    keep_line = np.ones(len(slots), bool)
+    slots_a = np.fromiter((ev.slot for ev in evs), np.int64, len(evs))
+    keep_line = np.ones(len(evs), bool)
     if bad_lines:
-        by_slot = {ev.slot: ev for ev in events.values()} if bad_lines else {}
         for i, (reason, detail) in bad_lines.items():
-            by_slot[slots[i]].flag(reason, linenos[i], detail)
+            evs[i].flag(reason, linenos[i], detail)
             keep_line[i] = False
             if strict:
                 block_faults.append((linenos[i], reason, detail))
@@ -502,15 +511,18 @@ def _store_block(store: _Store, events: dict[int, _Event], slots, chans, counts,
     store.ensure(int(slots_a.max()) + 1, width, slots_hint)
     arr = store.arr
     _, c, w = arr.shape
-    # Flat destination of every value: (slot * c + channel) * w + column.
-    line_base = (slots_a * c + np.asarray(chans, np.int64)) * w - starts[:-1]
-    if keep_line.all():
-        dest = np.repeat(line_base, counts_a) + np.arange(starts[-1], dtype=np.int64)
-        arr.reshape(-1)[dest] = vals32
-    else:
-        for i in np.flatnonzero(keep_line):
-            s0, s1 = starts[i], starts[i + 1]
-            arr.reshape(-1)[line_base[i] + s0:line_base[i] + s1] = vals32[s0:s1]
+    # Runs of lines that are consecutive channels of one event with one size are written as one
+    # [channels, size] rectangle: about one numpy call per event instead of index arrays per value.
+    ch_a = np.asarray(chans, np.int64)
+    cont = np.zeros(len(evs), bool)
+    cont[1:] = ((slots_a[1:] == slots_a[:-1]) & (ch_a[1:] == ch_a[:-1] + 1) & (counts_a[1:] == counts_a[:-1])
+                & keep_line[1:] & keep_line[:-1])
+    run_starts = np.flatnonzero(~cont).tolist()
+    slot_l, start_l, keep_l = slots_a.tolist(), starts.tolist(), keep_line.tolist()
+    for a, b in zip(run_starts, run_starts[1:] + [len(evs)]):
+        if keep_l[a]:
+            k, ch0 = counts[a], chans[a]
+            arr[slot_l[a], ch0:ch0 + b - a, :k] = vals32[start_l[a]:start_l[b]].reshape(b - a, k)
 
 
 # ----------------------------------------------------------------------------------------------- cache

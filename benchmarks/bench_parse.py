@@ -1,0 +1,143 @@
+"""Parse speed and peak memory: ``prepare`` (our parser + cache) against the naive way, and cache load.
+
+    python benchmarks/bench_parse.py                 # full EP size: 65,034 events, about 2.86 GB
+    python benchmarks/bench_parse.py --events 3000   # a quick run
+
+The synthetic file is generated once into benchmarks/data/ (git-ignored) and reused. Each measurement
+runs in a fresh subprocess, so its peak resident memory (VmHWM) is its own. The naive way is the
+original prototype's: pandas ``read_csv`` of the 7 columns, then Python ``str.split`` of every data field
+into a list of floats, grouped by event in a dict (it does not even build an array, so it is a generous
+lower bound of that approach). With ``--naive-events N`` the naive way runs on the first N events only
+and its time and memory are extrapolated linearly to the full file; the output says so.
+Prints a table and one JSON line; ``--out`` writes the JSON (default benchmarks/results/parse.json).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+FULL_EVENTS = 65034
+
+CHILD = r"""
+import json, resource, sys, time
+sys.path.insert(0, {repo!r})
+mode, path, out = sys.argv[1], sys.argv[2], sys.argv[3]
+import numpy as np, pandas as pd
+from helpers import mindbigdata as mbd
+t0 = time.perf_counter()
+if mode == "prepare":
+    events, report, reused = mbd.prepare(path, out)
+    assert not reused
+    n = len(events)
+elif mode == "load":
+    events = mbd.load_cache(out)
+    n = len(events)
+elif mode == "naive":
+    df = pd.read_csv(path, sep="\t", header=None,
+                     names=["id", "event", "device", "channel", "code", "size", "data"])
+    df = df[df["device"] == "EP"]
+    grouped = {{}}
+    for ev, ch, code, data in zip(df["event"].to_numpy(), df["channel"].to_numpy(), df["code"].to_numpy(),
+                                  df["data"].to_numpy()):
+        grouped.setdefault(ev, {{}})[ch] = [float(x) for x in data.split(",")]
+    n = len(grouped)
+seconds = time.perf_counter() - t0
+# VmHWM (this process's own peak RSS): unlike ru_maxrss it is not inherited from the parent across exec.
+hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM")]
+peak_mb = int(hwm[0].split()[1]) / 1024 if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({{"mode": mode, "seconds": seconds, "events": n, "peak_mb": peak_mb}}))
+"""
+
+
+def measure(mode: str, path: Path, out: Path) -> dict:
+    code = CHILD.format(repo=str(REPO))
+    env = dict(os.environ, CI="1")  # no progress bars
+    r = subprocess.run([sys.executable, "-c", code, mode, str(path), str(out)], capture_output=True, text=True,
+                       env=env)
+    if r.returncode != 0:
+        raise SystemExit(f"{mode} failed:\n{r.stderr[-3000:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def ensure_file(n_events: int, data_dir: Path) -> tuple[Path, float | None]:
+    sys.path.insert(0, str(REPO))
+    from helpers.synthetic import SyntheticSpec, write_synthetic
+    path = data_dir / f"bench_EP_{n_events}.txt"
+    if path.is_file() and (data_dir / f"bench_EP_{n_events}.txt.json").is_file():
+        return path, None
+    t0 = time.perf_counter()
+    write_synthetic(path, SyntheticSpec(n_events=n_events, seed=0), progress=sys.stderr.isatty())
+    return path, time.perf_counter() - t0
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--events", type=int, default=FULL_EVENTS)
+    p.add_argument("--naive-events", type=int, default=0,
+                   help="run the naive way on the first N events only and extrapolate (0 = all events)")
+    p.add_argument("--repeats", type=int, default=1, help="runs of each measurement (median reported)")
+    p.add_argument("--data-dir", type=Path, default=HERE / "data")
+    p.add_argument("--out", type=Path, default=HERE / "results" / "parse.json")
+    args = p.parse_args(argv)
+
+    path, gen_s = ensure_file(args.events, args.data_dir)
+    cache = args.data_dir / (path.stem + ".npz")
+    runs: dict[str, list[dict]] = {"prepare": [], "load": [], "naive": []}
+    for _ in range(args.repeats):
+        if cache.exists():
+            cache.unlink()
+        runs["prepare"].append(measure("prepare", path, cache))
+        runs["load"].append(measure("load", path, cache))
+    naive_path, scale = path, 1.0
+    if args.naive_events and args.naive_events < args.events:
+        naive_path, _ = ensure_file(args.naive_events, args.data_dir)
+        scale = args.events / args.naive_events
+    for _ in range(args.repeats):
+        runs["naive"].append(measure("naive", naive_path, cache))
+
+    med = {k: {"seconds": statistics.median(r["seconds"] for r in v),
+               "peak_mb": statistics.median(r["peak_mb"] for r in v)} for k, v in runs.items()}
+    naive_s, naive_mb = med["naive"]["seconds"] * scale, med["naive"]["peak_mb"] * scale
+    result = {
+        "events": args.events, "file_bytes": path.stat().st_size, "cache_bytes": cache.stat().st_size,
+        "generate_seconds": gen_s,
+        "prepare_seconds": round(med["prepare"]["seconds"], 2), "prepare_peak_mb": round(med["prepare"]["peak_mb"]),
+        "cache_load_seconds": round(med["load"]["seconds"], 2), "cache_load_peak_mb": round(med["load"]["peak_mb"]),
+        "naive_seconds": round(naive_s, 2), "naive_peak_mb": round(naive_mb),
+        "naive_events_measured": args.naive_events or args.events,
+        "naive_extrapolated": scale != 1.0,
+        "speedup_vs_naive": round(naive_s / med["prepare"]["seconds"], 2),
+        "memory_ratio_vs_naive": round(med["prepare"]["peak_mb"] / naive_mb, 3),
+        "repeats": args.repeats,
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs (shared), Python {platform.python_version()}",
+    }
+    result["targets_met"] = {
+        "prepare_le_40s": result["prepare_seconds"] <= 40 if args.events >= FULL_EVENTS else None,
+        "speedup_ge_2x": result["speedup_vs_naive"] >= 2,
+        "memory_le_one_fifth": result["memory_ratio_vs_naive"] <= 0.2,
+        "cache_load_le_2s": result["cache_load_seconds"] <= 2,
+    }
+    note = " (naive EXTRAPOLATED linearly from %d events)" % args.naive_events if scale != 1.0 else ""
+    print(f"{'':22}{'seconds':>10}{'peak MB':>10}")
+    print(f"{'prepare (parse+cache)':22}{result['prepare_seconds']:>10.2f}{result['prepare_peak_mb']:>10}")
+    print(f"{'cache load':22}{result['cache_load_seconds']:>10.2f}{result['cache_load_peak_mb']:>10}")
+    print(f"{'naive':22}{result['naive_seconds']:>10.2f}{result['naive_peak_mb']:>10}{note}")
+    print(f"speedup {result['speedup_vs_naive']}x, memory ratio {result['memory_ratio_vs_naive']}; "
+          f"{args.events} events, {result['file_bytes'] / 1e9:.2f} GB")
+    print(json.dumps(result))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
