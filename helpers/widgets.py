@@ -147,6 +147,10 @@ def render_loss_curves(history: list[dict], title: str = "") -> "Figure":
     ax_val.set_xlabel("epoch")
     ax_val.set_ylim(-0.02, max(1.05, ax_val.get_ylim()[1]))
     ax_val.legend(fontsize=7)
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in (ax_loss, ax_val):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if title:
         fig.suptitle(title, fontsize=9)
     return fig
@@ -171,7 +175,8 @@ def _to_uint8(images) -> np.ndarray:
     return np.clip(np.rint((a.transpose(0, 2, 3, 1) + 1.0) * 127.5), 0, 255).astype(np.uint8)
 
 
-def render_generated_grid(images, labels, title: str = "", banner: str = "", columns: int = 10) -> "Figure":
+def render_generated_grid(images, labels, title: str = "", banner: str = "", columns: int = 10,
+                          label_format: str = "EEG of {}") -> "Figure":
     """A grid of generated images, each titled with the digit its EEG event was recorded for."""
     imgs = _to_uint8(images)
     labels = np.asarray(labels).reshape(-1)
@@ -186,7 +191,7 @@ def render_generated_grid(images, labels, title: str = "", banner: str = "", col
         ax.axis("off")
     for ax, img, lab in zip(axes, imgs, labels):
         ax.imshow(img, interpolation="nearest")
-        ax.set_title(f"EEG of {int(lab)}", fontsize=8)
+        ax.set_title(label_format.format(int(lab)), fontsize=8)
     text = "\n".join(t for t in (title, banner) if t)
     if text:
         fig.suptitle(text, fontsize=8, color="red" if banner else "black")
