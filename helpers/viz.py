@@ -1,0 +1,408 @@
+"""Figures: the signature grid, training curves, confusion matrix, accuracy bars, prediction histogram.
+
+Every figure function takes ``clip_trained`` and ``synthetic`` (required, keyword-only: a figure
+cannot forget to say how it was made). A figure made with an untrained CLIP carries a red banner
+and one made from synthetic data an orange banner, in the image itself, so a PNG shared alone
+still tells the truth. Each function saves a PNG under ``out_dir`` (default ``results/figures``)
+and returns ``(figure, path)``.
+"""
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+
+# Border colours of the signature grid (DESIGN section 9).
+TRUE_COLOR = "#2ca02c"      # green: the stimulus the subject saw
+GOLD = "#d4af37"
+SILVER = "#a8a9ad"
+BRONZE = "#cd7f32"
+RANK_COLORS = (GOLD, SILVER, BRONZE)
+GENERATED_COLOR = "#404040"
+CHECK_MARK = "\u2713"  # in DejaVu Sans, matplotlib's default font
+
+UNTRAINED_TEXT = "UNTRAINED CLIP: semantic loss and scores are mechanics only"
+SYNTHETIC_TEXT = "SYNTHETIC DATA: not a recording of a brain"
+_BANNER_INCHES = 0.32  # height reserved at the top of a figure per banner
+
+
+# ----------------------------------------------------------------------------------------------
+# Banners and saving
+# ----------------------------------------------------------------------------------------------
+
+def _banner(fig: Figure, text: str, color: str, slot: int) -> None:
+    w_in, h_in = fig.get_size_inches()
+    h = _BANNER_INCHES / h_in
+    # Bold 10 pt DejaVu is about 0.085 inch per character: shrink the font on narrow figures.
+    size = min(10.0, 10.0 * 0.92 * w_in / (0.085 * len(text)))
+    fig.text(0.5, 1.0 - (slot + 0.5) * h, text, ha="center", va="center", fontsize=size, fontweight="bold",
+             color="white", bbox=dict(boxstyle="round,pad=0.3", facecolor=color, edgecolor="none"),
+             gid="banner")
+
+
+def untrained_banner(fig: Figure, slot: int = 0) -> Figure:
+    """Write the untrained-CLIP warning across the top of ``fig`` (call after layout)."""
+    _banner(fig, UNTRAINED_TEXT, "#c62828", slot)
+    return fig
+
+
+def synthetic_banner(fig: Figure, slot: int = 0) -> Figure:
+    """Write the synthetic-data warning across the top of ``fig`` (call after layout)."""
+    _banner(fig, SYNTHETIC_TEXT, "#e65100", slot)
+    return fig
+
+
+def banner_texts(fig: Figure) -> list[str]:
+    """The banner texts on a figure (for tests and for checks before a figure ships)."""
+    return [t.get_text() for t in fig.texts if t.get_gid() == "banner"]
+
+
+def _n_banners(clip_trained: bool, synthetic: bool) -> int:
+    return int(not clip_trained) + int(bool(synthetic))
+
+
+def _top_fraction(fig: Figure, clip_trained: bool, synthetic: bool) -> float:
+    """The figure fraction left for content below the banners."""
+    return 1.0 - _n_banners(clip_trained, synthetic) * _BANNER_INCHES / fig.get_size_inches()[1]
+
+
+def _finish(fig: Figure, name: str, out_dir, *, clip_trained: bool, synthetic: bool,
+            layout: bool = True, dpi: int = 110) -> tuple[Figure, Path]:
+    """Lay out below the banners, add them, save the PNG, return ``(fig, path)``."""
+    if not isinstance(clip_trained, bool) or not isinstance(synthetic, bool):
+        raise TypeError("clip_trained and synthetic must be True or False")
+    if layout:
+        fig.tight_layout(rect=(0, 0, 1, _top_fraction(fig, clip_trained, synthetic)))
+    slot = 0
+    if not clip_trained:
+        untrained_banner(fig, slot)
+        slot += 1
+    if synthetic:
+        synthetic_banner(fig, slot)
+    if out_dir is None:
+        from .config import results_dir
+
+        out_dir = results_dir() / "figures"
+    path = Path(out_dir) / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi, facecolor="white")
+    return fig, path
+
+
+def _frame(ax, color: str, width: float = 4.0) -> None:
+    """A coloured border around an image panel (its spines), no ticks."""
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for sp in ax.spines.values():
+        sp.set_visible(True)
+        sp.set_edgecolor(color)
+        sp.set_linewidth(width)
+
+
+def _to_hwc01(img) -> np.ndarray:
+    """One image, ``[3, h, w]`` in [-1, 1] (tensor or array) -> ``[h, w, 3]`` in [0, 1] for imshow."""
+    a = img.detach().cpu().numpy() if isinstance(img, torch.Tensor) else np.asarray(img)
+    return np.clip((a.transpose(1, 2, 0).astype(np.float32) + 1.0) / 2.0, 0.0, 1.0)
+
+
+# ----------------------------------------------------------------------------------------------
+# The signature grid
+# ----------------------------------------------------------------------------------------------
+
+_VISUAL_CHANNELS = ("O1", "O2", "P7", "P8")  # over visual cortex on the EPOC montage
+
+
+def _eeg_channels(n_channels: int, channels, names: Sequence[str] | None = None) -> list[int]:
+    if channels is not None:
+        idx = [int(c) for c in channels]
+        bad = [c for c in idx if not 0 <= c < n_channels]
+        if bad:
+            raise ValueError(f"channel indices {bad} outside 0..{n_channels - 1}")
+        return idx
+    if names is not None and all(c in names for c in _VISUAL_CHANNELS):
+        return [list(names).index(c) for c in _VISUAL_CHANNELS]
+    k = min(4, n_channels)  # a few channels spread over the montage
+    return sorted({int(round(i)) for i in np.linspace(0, n_channels - 1, k)})
+
+
+def signature_grid(eeg, sfreq: float, labels, stimuli: np.ndarray, generated, top3, *, clip_trained: bool,
+                   synthetic: bool, channel_names: Sequence[str] | None = None, channels=None,
+                   max_rows: int = 8, scorer: str = "judge", out_dir=None,
+                   filename: str = "signature_grid.png") -> tuple[Figure, Path]:
+    """Per test example: [EEG] [true stimulus, green] [generated] [top-3 stimuli, gold/silver/bronze, check on the correct one].
+
+    ``eeg`` [n, channels, times] (``channels`` indices drawn, default O1 O2 P7 P8 when ``channel_names``
+    has them, else four spread over the montage; each trace scaled to its own range), ``labels`` [n],
+    ``stimuli`` uint8 [10, H, W, 3], ``generated`` [n, 3, h, w] in [-1, 1], ``top3`` [n, k<=3] class
+    indices ranked best first by ``scorer``. At most ``max_rows`` examples are drawn (the first ones).
+    Axes are labelled ``eeg``, ``true``, ``generated``, ``rank1``.. (``ax.get_label()``).
+    """
+    eeg = np.asarray(eeg.detach().cpu() if isinstance(eeg, torch.Tensor) else eeg, dtype=np.float64)
+    labels = np.asarray(labels).astype(int)
+    top3 = np.asarray(top3).astype(int)
+    stimuli = np.asarray(stimuli)
+    if eeg.ndim != 3:
+        raise ValueError(f"eeg must be [n, channels, times]; got shape {eeg.shape}")
+    n = eeg.shape[0]
+    if labels.shape != (n,) or len(generated) != n or top3.ndim != 2 or top3.shape[0] != n:
+        raise ValueError(f"eeg ({n}), labels {labels.shape}, generated ({len(generated)}) and top3 {top3.shape} "
+                         "must describe the same examples")
+    if not 1 <= top3.shape[1] <= 3:
+        raise ValueError(f"top3 must have 1 to 3 columns; got {top3.shape[1]}")
+    if stimuli.ndim != 4 or stimuli.shape[0] != 10 or stimuli.shape[-1] != 3:
+        raise ValueError(f"stimuli must be uint8 [10, H, W, 3]; got shape {stimuli.shape}")
+    if n == 0:
+        raise ValueError("no examples to draw")
+    if sfreq <= 0:
+        raise ValueError(f"sfreq must be positive; got {sfreq}")
+    rows = min(n, max_rows)
+    k = top3.shape[1]
+    if channel_names is not None and len(channel_names) != eeg.shape[1]:
+        raise ValueError(f"{len(channel_names)} channel names for {eeg.shape[1]} channels")
+    chans = _eeg_channels(eeg.shape[1], channels, channel_names)
+    names = list(channel_names) if channel_names is not None else [f"ch{c}" for c in range(eeg.shape[1])]
+
+    ncols = 3 + k
+    row_h = 1.35
+    width = 3.2 + 1.35 * (ncols - 1)
+    banner_h = _n_banners(clip_trained, synthetic) * _BANNER_INCHES
+    height = rows * row_h + 0.55 + banner_h
+    fig = plt.figure(figsize=(width, height))
+    gs = fig.add_gridspec(rows, ncols, width_ratios=[2.4] + [1] * (ncols - 1), wspace=0.12, hspace=0.35,
+                          left=0.06, right=0.99, bottom=0.5 / height, top=1 - (0.4 + banner_h) / height)
+    t = np.arange(eeg.shape[2]) / float(sfreq)
+    for i in range(rows):
+        y = int(labels[i])
+        ax = fig.add_subplot(gs[i, 0], label="eeg")
+        for j, c in enumerate(chans):
+            sig = eeg[i, c] - np.median(eeg[i, c])
+            scale = np.percentile(np.abs(sig), 99) or 1.0
+            ax.plot(t, sig / (2.2 * scale) - j, lw=0.6, color=plt.cm.tab10(j % 10))
+        ax.set_yticks([-j for j in range(len(chans))], [names[c] for c in chans], fontsize=7)
+        ax.set_xlim(t[0], t[-1])
+        ax.tick_params(axis="x", labelsize=7)
+        ax.set_ylim(-len(chans) + 0.4, 0.6)
+        if i == rows - 1:
+            ax.set_xlabel("time (s)", fontsize=8)
+        else:
+            ax.set_xticklabels([])
+        ax.set_title(f"event {i}: digit {y}", fontsize=8, loc="left", pad=2)
+
+        ax = fig.add_subplot(gs[i, 1], label="true")
+        ax.imshow(stimuli[y])
+        _frame(ax, TRUE_COLOR)
+        ax.set_title(f"true {y}", fontsize=8, pad=2)
+
+        ax = fig.add_subplot(gs[i, 2], label="generated")
+        ax.imshow(_to_hwc01(generated[i]))
+        _frame(ax, GENERATED_COLOR, 1.0)
+        ax.set_title("generated", fontsize=8, pad=2)
+
+        for r in range(k):
+            p = int(top3[i, r])
+            ax = fig.add_subplot(gs[i, 3 + r], label=f"rank{r + 1}")
+            ax.imshow(stimuli[p])
+            _frame(ax, RANK_COLORS[r])
+            ax.set_title(f"#{r + 1}: {p}", fontsize=8, pad=2)
+            if p == y:
+                ax.text(0.97, 0.97, CHECK_MARK, transform=ax.transAxes, ha="right", va="top", fontsize=20,
+                        fontweight="bold", color=TRUE_COLOR, gid="check")
+    fig.text(0.99, 0.01, f"top-3 by {scorer}; first {rows} of {n} test events", ha="right", va="bottom",
+             fontsize=7, color="0.4")
+    return _finish(fig, filename, out_dir, clip_trained=clip_trained, synthetic=synthetic, layout=False, dpi=120)
+
+
+# ----------------------------------------------------------------------------------------------
+# Training curves
+# ----------------------------------------------------------------------------------------------
+
+_TERM_ORDER = ("total", "adv", "rec", "kl", "clip", "disc")
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+
+
+def training_curves(history: Sequence[Mapping], *, clip_trained: bool, synthetic: bool, out_dir=None,
+                    filename: str = "training_curves.png", title: str = "training") -> tuple[Figure, Path]:
+    """One panel per loss term (``total``, ``adv``, ``rec``, ``kl``, ``clip``, ``disc``, then any other):
+    training solid, ``val_<term>`` dashed. Validation-only series (e.g. ``val_judge_top1``) share a
+    last panel, with the chance levels of top-1 (0.1) and top-3 (0.3) when they are accuracies.
+    """
+    if not history:
+        raise ValueError("history is empty: nothing to plot")
+    if any("epoch" not in h for h in history):
+        raise ValueError("every history entry needs an 'epoch'")
+    epochs = np.array([h["epoch"] for h in history], dtype=float)
+    keys: list[str] = []
+    for h in history:
+        keys += [k for k, v in h.items() if k != "epoch" and k not in keys and _is_number(v)]
+
+    def series(key):
+        return np.array([float(h[key]) if _is_number(h.get(key)) else np.nan for h in history])
+
+    train = [k for k in keys if not k.startswith("val_")]
+    train.sort(key=lambda k: (_TERM_ORDER.index(k) if k in _TERM_ORDER else len(_TERM_ORDER), keys.index(k)))
+    val_only = [k for k in keys if k.startswith("val_") and k[4:] not in train]
+    panels = [[k] for k in train] + ([val_only] if val_only else [])
+    if not panels:
+        raise ValueError("history has no numeric series besides 'epoch'")
+    ncols = min(3, len(panels))
+    nrows = math.ceil(len(panels) / ncols)
+    banner_h = _n_banners(clip_trained, synthetic) * _BANNER_INCHES
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 2.9 * nrows + 0.4 + banner_h), squeeze=False)
+    for ax in axes.ravel()[len(panels):]:
+        ax.set_visible(False)
+    for ax, panel in zip(axes.ravel(), panels):
+        if panel is val_only:
+            for key in panel:
+                ax.plot(epochs, series(key), marker="o", ms=3, label=key[4:])
+            if all("top" in k for k in panel):
+                for lvl, name in ((0.1, "chance top-1"), (0.3, "chance top-3")):
+                    if any(f"top{int(lvl * 10)}" in k for k in panel):
+                        ax.axhline(lvl, color="0.5", ls=":", lw=1, label=name)
+                ax.set_ylim(0, 1)
+            ax.set_title("validation", fontsize=10)
+        else:
+            key = panel[0]
+            ax.plot(epochs, series(key), marker="o", ms=3, label="train")
+            if f"val_{key}" in keys:
+                ax.plot(epochs, series(f"val_{key}"), marker="s", ms=3, ls="--", label="validation")
+            ax.set_title(key, fontsize=10)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=11, y=_top_fraction(fig, clip_trained, synthetic) - 0.005, va="top")
+    fig.tight_layout(rect=(0, 0, 1, _top_fraction(fig, clip_trained, synthetic)))  # leaves room for suptitle
+    return _finish(fig, filename, out_dir, clip_trained=clip_trained, synthetic=synthetic, layout=False)
+
+
+# ----------------------------------------------------------------------------------------------
+# Confusion matrix, accuracy bars, prediction histogram
+# ----------------------------------------------------------------------------------------------
+
+def confusion_matrix_figure(cm, title: str = "confusion (test)", *, clip_trained: bool, synthetic: bool,
+                            out_dir=None, filename: str = "confusion_matrix.png") -> tuple[Figure, Path]:
+    """Counts ``cm[true, predicted]`` written in each cell, colour = share of the true class (row)."""
+    cm = np.asarray(cm)
+    if cm.ndim != 2 or cm.shape[0] != cm.shape[1]:
+        raise ValueError(f"cm must be a square matrix; got shape {cm.shape}")
+    if (cm < 0).any():
+        raise ValueError("cm holds counts; negative entries make no sense")
+    c = cm.shape[0]
+    rows = cm.sum(1, keepdims=True)
+    share = np.divide(cm, rows, out=np.zeros(cm.shape, dtype=float), where=rows > 0)
+    banner_h = _n_banners(clip_trained, synthetic) * _BANNER_INCHES
+    fig, ax = plt.subplots(figsize=(5.6, 5.0 + banner_h))
+    im = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    for i in range(c):
+        for j in range(c):
+            ax.text(j, i, str(int(cm[i, j])), ha="center", va="center", fontsize=7,
+                    color="white" if share[i, j] > 0.55 else "black")
+    ax.set_xticks(range(c))
+    ax.set_yticks(range(c))
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    acc = np.trace(cm) / cm.sum() if cm.sum() else float("nan")
+    ax.set_title(f"{title}\n(n={int(cm.sum())}, top-1 {acc:.3f}, chance {1 / c:.2f})", fontsize=10)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of true class")
+    return _finish(fig, filename, out_dir, clip_trained=clip_trained, synthetic=synthetic)
+
+
+def _acc_parts(a) -> tuple[float, float | None, float | None]:
+    """(value, ci low, ci high) from an Accuracy, a dict with the same keys, or a bare number."""
+    if _is_number(a):
+        return float(a), None, None
+    get = a.get if isinstance(a, Mapping) else (lambda k, d=None: getattr(a, k, d))
+    value = get("value")
+    if value is None:
+        raise ValueError(f"cannot read an accuracy from {a!r}")
+    return float(value), get("ci95_low"), get("ci95_high")
+
+
+def accuracy_bars(accuracies: Mapping, *, clip_trained: bool, synthetic: bool, chance: float | None = None,
+                  chance_upper95: float | None = None, title: str = "top-1 accuracy on the test events",
+                  ylabel: str = "top-1 accuracy", out_dir=None,
+                  filename: str = "accuracy_bars.png") -> tuple[Figure, Path]:
+    """Bars with 95 % intervals for ``name -> Accuracy`` (or dict / number), against chance.
+
+    Chance is a dotted line, and the band up to ``chance_upper95`` (what chance reaches 5 % of the
+    time for this n) is shaded: a bar whose interval sits in the band is not evidence of anything.
+    ``chance``/``chance_upper95`` default to those of the first :class:`~helpers.stats.Accuracy`.
+    """
+    if not accuracies:
+        raise ValueError("no accuracies to plot")
+    names = list(accuracies)
+    parts = [_acc_parts(accuracies[k]) for k in names]
+    for a in accuracies.values():
+        if chance is None:
+            chance = a.get("chance") if isinstance(a, Mapping) else getattr(a, "chance", None)
+        if chance_upper95 is None:
+            chance_upper95 = a.get("chance_upper95") if isinstance(a, Mapping) else getattr(a, "chance_upper95", None)
+    values = np.array([p[0] for p in parts])
+    err = np.array([[v - lo if lo is not None else 0.0 for v, lo, _ in parts],
+                    [hi - v if hi is not None else 0.0 for v, _, hi in parts]])
+    banner_h = _n_banners(clip_trained, synthetic) * _BANNER_INCHES
+    fig, ax = plt.subplots(figsize=(max(4.5, 1.3 * len(names) + 1.5), 4.0 + banner_h))
+    colors = [plt.cm.tab10(i % 10) for i in range(len(names))]
+    ax.bar(range(len(names)), values, yerr=err, capsize=5, color=colors, alpha=0.85, edgecolor="black", lw=0.6)
+    for i, v in enumerate(values):
+        ax.text(i, min(v + err[1, i] + 0.02, 1.02), f"{v:.3f}", ha="center", va="bottom", fontsize=8)
+    if chance is not None:
+        ax.axhline(chance, color="black", ls=":", lw=1.2, label=f"chance {chance:.2f}")
+        if chance_upper95 is not None:
+            ax.axhspan(chance, chance_upper95, color="0.6", alpha=0.3,
+                       label=f"chance, upper 95% ({chance_upper95:.3f})")
+    ax.set_xticks(range(len(names)), names, rotation=15 if len(names) > 4 else 0)
+    if chance is not None:  # below the axes, where it cannot hide a bar or its label
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2, frameon=False)
+    ax.set_ylim(0, 1.1)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.grid(axis="y", alpha=0.3)
+    return _finish(fig, filename, out_dir, clip_trained=clip_trained, synthetic=synthetic)
+
+
+def prediction_histogram_figure(histograms, *, clip_trained: bool, synthetic: bool, true_counts=None,
+                                title: str = "how often each digit is predicted", out_dir=None,
+                                filename: str = "prediction_histogram.png") -> tuple[Figure, Path]:
+    """Grouped bars of prediction counts per digit: one array of counts, or ``name -> counts``.
+
+    ``true_counts`` (how often each digit really occurs) is drawn as black steps: a generator that
+    always draws one digit shows a single tall bar far above them.
+    """
+    if not isinstance(histograms, Mapping):
+        histograms = {"predictions": histograms}
+    if not histograms:
+        raise ValueError("no histograms to plot")
+    hs = {k: np.asarray(v) for k, v in histograms.items()}
+    c = len(next(iter(hs.values())))
+    for k, v in hs.items():
+        if v.ndim != 1 or len(v) != c or (v < 0).any():
+            raise ValueError(f"histogram {k!r} must be {c} non-negative counts; got {v!r}")
+    banner_h = _n_banners(clip_trained, synthetic) * _BANNER_INCHES
+    fig, ax = plt.subplots(figsize=(7.0, 3.6 + banner_h))
+    width = 0.8 / len(hs)
+    for i, (name, v) in enumerate(hs.items()):
+        ax.bar(np.arange(c) - 0.4 + width * (i + 0.5), v, width=width, label=name, color=plt.cm.tab10(i % 10))
+    if true_counts is not None:
+        tc = np.asarray(true_counts)
+        if tc.shape != (c,):
+            raise ValueError(f"true_counts must have {c} entries; got shape {tc.shape}")
+        ax.step(np.arange(c + 1) - 0.5, np.append(tc, tc[-1]), where="post", color="black", lw=1.2,
+                label="true labels")
+    ax.set_xticks(range(c))
+    ax.set_xlabel("predicted digit")
+    ax.set_ylabel("test events")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    return _finish(fig, filename, out_dir, clip_trained=clip_trained, synthetic=synthetic)
