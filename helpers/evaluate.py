@@ -277,7 +277,9 @@ def _validation_block(validation: Mapping, n_classes: int) -> dict:
     for key, value in validation.items():
         if key == "labels":
             continue
-        if key in _VALIDATION_SCORES and value is not None:
+        if key in _VALIDATION_SCORES:
+            if value is None:  # a scorer that was not run on the validation events
+                continue
             if labels is None:
                 raise ValueError(f"validation[{key!r}] given without validation['labels']")
             sc = _check_scores(value, labels, f"validation {key}", n_classes)

@@ -166,7 +166,7 @@ def _all_plain(x):
     return x is None or type(x) in (bool, int, float, str)
 
 
-def test_evaluation_metrics_contract_and_values():
+def test_evaluation_metrics_contract_and_values(tmp_path):
     m = _metrics()
     assert CONTRACT_KEYS | {"oracle_top1"} <= set(m)
     assert _all_plain(m)
@@ -177,7 +177,8 @@ def test_evaluation_metrics_contract_and_values():
     assert m["clip_semantic"] is False and m["oracle_top1"] == 0.42
     assert m["scorers"]["judge"]["prediction_histogram"][7] == 50
     assert m["semantic_top1_ci95"][1] == 1.0 and m["semantic_top1_p_value"] < 0.02
-    json.dumps(m, allow_nan=False)  # strict JSON as it is
+    path = ev.write_json_atomic(tmp_path / "metrics.json", m)
+    assert json.loads(path.read_text()) == m  # strict JSON, round-trips exactly
 
 
 def test_evaluation_metrics_optional_parts():
@@ -186,13 +187,15 @@ def test_evaluation_metrics_optional_parts():
     gen = to_tensor(stim)[labels]
     m = _metrics(synthetic=False, oracle_top1=None, generated=gen, stimuli=stim,
                  oracle_label_judge_scores=one_hot(labels), oracle_label_semantic_scores=one_hot(labels),
-                 validation={"labels": labels[:20], "judge_scores": one_hot(labels[:20]), "val_loss": np.float32(1.5)},
+                 validation={"labels": labels[:20], "judge_scores": one_hot(labels[:20]), "semantic_scores": None,
+                             "val_loss": np.float32(1.5)},
                  extra={"profile": "ci"})
     assert "oracle_top1" not in m
     assert m["ssim_mean"] == pytest.approx(1.0) and m["pixel_corr_mean"] == pytest.approx(1.0)
     assert m["oracle_label_judge_top1"] == 1.0 and m["oracle_label_semantic_top3"] == 1.0
     assert m["validation"]["judge_top1"] == 1.0 and m["validation"]["n_events"] == 20
     assert m["validation"]["val_loss"] == 1.5 and type(m["validation"]["val_loss"]) is float
+    assert "semantic_scores" not in m["validation"] and "semantic_top1" not in m["validation"]
     assert m["profile"] == "ci" and _all_plain(m)
 
 
