@@ -56,6 +56,12 @@ class Config:
     # Data: the embedded synthetic default when no real file is given.
     synthetic_events: int = 4000
     synthetic_strength: float = 1.0
+    # "signal": a per-event class signal of strength synthetic_strength (0 = no class information);
+    # "session_blocks": codes follow contiguous session blocks with session drift, no per-event signal.
+    synthetic_label_mode: str = "signal"
+    # Real data: use only the first max_events events in time order (0 = all). The cpu profile caps it so
+    # that the demo finishes on a laptop; it is reported in every run's summary.
+    max_events: int = 0
     split_fractions: tuple = (0.7, 0.15, 0.15)
     # Runtime.
     seed: int = 0
@@ -98,8 +104,8 @@ PROFILES: dict[str, dict[str, Any]] = {
     ),
     # The default demo on a laptop CPU: real ViT-B-32, small generated images upsampled for CLIP.
     "cpu": dict(
-        epochs=6, batch_size=16, latent_dim=128, hidden_dim=512, image_size=64,
-        clip_model="ViT-B-32", clip_weights="auto", synthetic_events=3000, device="cpu",
+        epochs=5, batch_size=16, latent_dim=128, hidden_dim=512, image_size=64, clip_batch=4,
+        clip_model="ViT-B-32", clip_weights="auto", synthetic_events=2500, max_events=6000, device="cpu",
     ),
     # The seed's configuration on a GPU, with mixed precision (CLIP stays float32).
     "gpu": dict(

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from helpers.config import Config, make_config, results_dir
+from helpers.config import Config, dataset_dir, make_config, results_dir
 
 
 @dataclass
@@ -40,7 +40,9 @@ class PreparedData:
 
     def summary(self) -> str:
         s = self.split
-        return (f"{len(self.digits)} digit events ({self.n_non_digit} code -1 events left out) from "
+        cap = (f"first {self.config.max_events} events in time order (max_events); "
+               if self.config.max_events and not self.synthetic else "")
+        return (f"{cap}{len(self.digits)} digit events ({self.n_non_digit} code -1 events left out) from "
                 f"{self.loaded.source}{' [SYNTHETIC]' if self.synthetic else ''}; contiguous blocks: "
                 f"train {len(s.train)}, val {len(s.val)}, test {len(s.test)}; artefact-rejected "
                 f"{self.rejected}; features {self.train.X.shape[1]}-dim.\n{self.baseline}")
@@ -55,12 +57,15 @@ def feature_config(config: Config, sfreq: float):
 def prepare_data(config: Config, data_path: str | Path | None = None) -> PreparedData:
     """Load (or generate) the data, split by contiguous event-id blocks, fit features and the baseline."""
     from helpers.baseline import features_baseline
-    from helpers.datasets import load_dataset
+    from helpers.datasets import REAL_FILE, load_dataset
     from helpers.features import FeaturePipeline, digit_events
     from helpers.splits import assert_disjoint, block_split
 
-    loaded = load_dataset(data_path, n_events=config.synthetic_events, strength=config.synthetic_strength,
-                          seed=config.seed)
+    # A given file (or dataset/EP1.01.txt) is capped by max_events; the synthetic default is sized by the profile.
+    given = data_path is not None or (dataset_dir() / REAL_FILE).is_file()
+    loaded = load_dataset(data_path, n_events=(config.max_events or None) if given else config.synthetic_events,
+                          strength=config.synthetic_strength, seed=config.seed,
+                          label_mode=config.synthetic_label_mode)
     digits, n_non_digit = digit_events(loaded.events)
     if len(digits) < 30:
         raise ValueError(f"only {len(digits)} digit events in {loaded.source}: too few to split and train")
@@ -121,6 +126,114 @@ def save_features(prepared: PreparedData, out_dir: str | Path) -> Path:
 
     return save_checkpoint({"features": prepared.features.state_dict()},
                            Path(out_dir) / "models" / "features.pt")
+
+
+def display_signals(events, idx) -> np.ndarray:
+    """Events as the model sees them before standardisation: band-passed, first 2 s, demeaned (for figures)."""
+    from helpers.features import bandpass, demean, fix_length
+
+    x = bandpass(events.signals[idx], events.sfreq, sizes=events.sizes[idx])
+    return demean(fix_length(x, events.sizes[idx], n_times=int(round(2 * events.sfreq))))
+
+
+def class_mean_latents(trainer, prepared: PreparedData) -> torch.Tensor:
+    """Per digit, the mean latent (mu) of its training events: what "feeding the generator the true class" means.
+
+    The oracle-label generator draws from these: the same generator, told the right class perfectly. It is
+    the upper bound of what this generator can show when the EEG decoding is perfect.
+    """
+    lat = trainer.latents(prepared.train.X)
+    labels = torch.as_tensor(prepared.train.labels)
+    means = torch.zeros(10, lat.shape[1])
+    for c in range(10):
+        if (labels == c).any():
+            means[c] = lat[labels == c].mean(dim=0)
+    return means
+
+
+@torch.no_grad()
+def oracle_label_images(trainer, class_means: torch.Tensor, labels: np.ndarray) -> torch.Tensor:
+    trainer.generator.eval()
+    z = class_means[torch.as_tensor(labels)].to(trainer.device)
+    return torch.cat([trainer.generator(z[i:i + 64]).float().cpu() for i in range(0, len(z), 64)])
+
+
+def evaluate_trainer(trainer, prepared: PreparedData, semantic: SemanticSetup, out_dir: str | Path | None = None,
+                     judge=None, log=print, n_permutations: int = 1000, figures: bool = True) -> dict:
+    """Score the held-out test (and validation) events, write ``metrics.json`` and the figures.
+
+    Semantic accuracy ranks the 10 stimulus CLIP embeddings by cosine to each generated image; the judge
+    (a digit classifier trained on augmented renderings, not CLIP) referees the same images; both stand
+    next to chance, the linear EEG baseline and the oracle-label generator on the same split.
+    """
+    from helpers import viz
+    from helpers.evaluate import (confusion, evaluation_metrics, prediction_histogram, score_generated,
+                                  top_k_predictions, write_json_atomic)
+    from helpers.judge import load_or_train_judge
+
+    out = Path(out_dir) if out_dir is not None else results_dir()
+    judge = judge or load_or_train_judge(out / "models")
+    clip, emb = semantic.clip, semantic.embeddings.embeddings
+    test, val = prepared.test, prepared.val
+
+    generated = trainer.generate(test.X)
+    scores = score_generated(generated, judge=judge, clip=clip, stimulus_embeddings=emb)
+    val_scores = score_generated(trainer.generate(val.X), judge=judge, clip=clip, stimulus_embeddings=emb)
+    oracle_images = oracle_label_images(trainer, class_mean_latents(trainer, prepared), test.labels)
+    oracle_scores = score_generated(oracle_images, judge=judge, clip=clip, stimulus_embeddings=emb)
+    baseline_val = prepared.baseline.val_top1
+    metrics = evaluation_metrics(
+        test.labels, scores["semantic_scores"], scores["judge_scores"], prepared.baseline.scores,
+        clip_semantic=bool(clip.trained), synthetic=prepared.synthetic, oracle_top1=prepared.loaded.oracle_top1,
+        generated=generated, stimuli=semantic.stimuli_uint8,
+        oracle_label_semantic_scores=oracle_scores["semantic_scores"],
+        oracle_label_judge_scores=oracle_scores["judge_scores"],
+        validation={"labels": val.labels, **val_scores,
+                    "linear_baseline_top1": None if baseline_val is None else baseline_val.value},
+        n_permutations=n_permutations, seed=trainer.config.seed,
+        extra={
+            "profile": trainer.config.profile,
+            "data_source": str(prepared.loaded.source),
+            "epochs_trained": int(trainer.epoch),
+            "clip": clip.describe(),
+            "stimuli": semantic.source,
+            "judge_heldout_accuracy": float(judge.heldout_accuracy),
+            "linear_baseline": prepared.baseline.to_dict(),
+            "split": {"method": "contiguous event-id blocks", "n_train": len(prepared.train.X),
+                      "n_val": len(val.X), "n_test": len(test.X), "artefact_rejected": prepared.rejected,
+                      "code_minus1_events_excluded": int(prepared.n_non_digit)},
+            "features_explained_variance": float(prepared.features.explained_variance_total),
+        })
+    write_json_atomic(out / "metrics.json", metrics)
+
+    if figures:
+        fig_dir = out / "figures"
+        flags = dict(clip_trained=bool(clip.trained), synthetic=prepared.synthetic, out_dir=fig_dir)
+        n_show = min(8, len(test.X))
+        eeg = display_signals(prepared.digits, test.indices[:n_show])
+        viz.signature_grid(eeg, prepared.digits.sfreq, test.labels[:n_show], semantic.stimuli_uint8,
+                           generated[:n_show], top_k_predictions(scores["judge_scores"][:n_show], 3),
+                           channel_names=prepared.digits.channels, **flags)
+        viz.training_curves(trainer.history, **flags)
+        judge_pred = scores["judge_scores"].argmax(axis=1)
+        viz.confusion_matrix_figure(confusion(judge_pred, test.labels), "judge on generated images (test)", **flags)
+        sc = metrics["scorers"]
+        viz.accuracy_bars({"generator (judge)": sc["judge"]["top1"], "generator (CLIP)": sc["semantic"]["top1"],
+                           "linear EEG baseline": sc["linear_baseline"]["top1"],
+                           "oracle label (judge)": sc["oracle_label_judge"]["top1"]},
+                          chance=metrics["chance_top1"], chance_upper95=metrics["chance_top1_upper95"], **flags)
+        viz.prediction_histogram_figure(
+            {"generator (judge)": prediction_histogram(judge_pred),
+             "linear EEG baseline": prediction_histogram(prepared.baseline.predictions)},
+            true_counts=prediction_histogram(test.labels), **flags)
+        import matplotlib.pyplot as plt
+
+        plt.close("all")
+    log(f"test events {metrics['n_test_events']}: judge top-1 {metrics['judge_top1']:.3f}, semantic top-1 "
+        f"{metrics['semantic_top1']:.3f}, linear baseline {metrics['linear_baseline_top1']:.3f}, chance "
+        f"{metrics['chance_top1']:.2f} (95% bound {metrics['chance_top1_upper95']:.3f})"
+        + ("" if clip.trained else "  [UNTRAINED CLIP: semantic numbers carry no meaning]"))
+    return metrics
 
 
 def run_pipeline(config: Config, data_path: str | Path | None = None, out_dir: str | Path | None = None,
