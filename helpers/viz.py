@@ -9,11 +9,8 @@ and returns ``(figure, path)``.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-
-import matplotlib
 
 import matplotlib.pyplot as plt
 import numpy as np

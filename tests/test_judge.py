@@ -1,6 +1,4 @@
 """The judge: >= 99 % on held-out renderings, right on the clean stimuli, cached and reloaded safely."""
-import warnings
-
 import numpy as np
 import pytest
 import torch

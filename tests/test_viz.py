@@ -6,7 +6,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
-import torch
 from matplotlib.colors import to_rgba
 from PIL import Image
 
