@@ -287,8 +287,6 @@ def parse_file(path: str | Path, device: str = "EP", strict: bool = False,
 
     def unreadable(lineno: int, detail: str) -> None:
         rep.lines_unreadable += 1
-        if strict:
-            raise MindBigDataError(str(path), lineno, "unreadable_line", detail)
         if len(rep.unreadable_examples) < _MAX_EXAMPLES:
             rep.unreadable_examples.append({"line": lineno, "detail": detail})
 
@@ -333,6 +331,9 @@ def parse_file(path: str | Path, device: str = "EP", strict: bool = False,
                 f = line.split(b"\t", 6)
                 if len(f) < 3:
                     unreadable(lineno, "fewer than 3 tab-separated fields")
+                    if strict:
+                        block_faults.append((lineno, "unreadable_line", "fewer than 3 tab-separated fields"))
+                        break
                     continue
                 if f[2] != dev_b:
                     other[f[2]] = other.get(f[2], 0) + 1
@@ -340,7 +341,11 @@ def parse_file(path: str | Path, device: str = "EP", strict: bool = False,
                 try:
                     ev_id = int(f[1])
                 except ValueError:
-                    unreadable(lineno, f"event id {f[1][:20]!r} is not an integer")
+                    detail = f"event id {f[1][:20]!r} is not an integer"
+                    unreadable(lineno, detail)
+                    if strict:
+                        block_faults.append((lineno, "unreadable_line", detail))
+                        break
                     continue
                 rep.lines_device += 1
                 ev = events.get(ev_id)

@@ -65,7 +65,7 @@ class SyntheticSpec:
     random_fraction: float = 0.03  # share of code -1 (random, non-digit) captures
     label_mode: str = "signal"  # "signal" or "session_blocks"
     n_blocks: int = 20  # session_blocks: number of contiguous blocks (codes constant within each)
-    session_strength: float = 1.0  # session_blocks: strength of each block's signature
+    session_strength: float = 2.0  # session_blocks: strength of each block's signature (2: a random split "decodes" ~0.7)
     first_event_id: int = 67635
 
     def check(self) -> None:
