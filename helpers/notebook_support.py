@@ -515,7 +515,7 @@ def plot_accuracies(named: Mapping[str, Any], title: str = "", chance: float = 0
     acc = [named[n] for n in names]
     vals = np.array([a.value for a in acc])
     err = np.array([[a.value - a.ci95_low for a in acc], [a.ci95_high - a.value for a in acc]])
-    fig = _figure(1.6 * len(names) + 2.5, 3.4)
+    fig = _figure(max(6.5, 1.6 * len(names) + 2.5), 3.4)
     ax = fig.subplots()
     colours = ["C3" if "random" in n.lower() else "C0" for n in names]
     ax.bar(range(len(names)), vals, yerr=err, capsize=4, color=colours)
