@@ -63,6 +63,7 @@ FAULTS = {
     "size mismatch": (lambda L: _replace_field(L, 4, 5, "7"), "size_mismatch", 4),
     "non-numeric value": (lambda L: _set_value(L, 6, 2, "43x5.1"), "non_numeric_value", 6),
     "empty value": (lambda L: _set_value(L, 6, 2, ""), "non_numeric_value", 6),
+    "extra field in values": (lambda L: _set_value(L, 7, 3, "4395.1\t12"), "non_numeric_value", 7),
     "NaN value": (lambda L: _set_value(L, 2, 0, "nan"), "non_finite_value", 2),
     "inf value": (lambda L: _set_value(L, 9, 5, "-inf"), "non_finite_value", 9),
     "float32 overflow": (lambda L: _set_value(L, 9, 1, "1e300"), "non_finite_value", 9),
