@@ -317,7 +317,10 @@ def write_history(history: list[dict], out_dir: str | Path) -> None:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = out_dir / ".history.json.tmp"
-    tmp.write_text(json.dumps(history, indent=1))
+    # A term left out of the loss (weight 0) is NaN in memory; strict JSON has no NaN, so it becomes null.
+    plain = [{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
+             for row in history]
+    tmp.write_text(json.dumps(plain, indent=1, allow_nan=False))
     os.replace(tmp, out_dir / "history.json")
     tmp = out_dir / ".history.csv.tmp"
     pd.DataFrame(history).to_csv(tmp, index=False)
