@@ -272,3 +272,14 @@ def test_cli_prepare_writes_then_reuses(tmp_path):
     assert r1.returncode == 0 and "written" in r1.stdout
     assert r2.returncode == 0 and "reused" in r2.stdout
     assert len(mbd.load_cache(out)) == 5
+
+
+def test_empty_and_foreign_files_give_zero_events(tmp_path):
+    empty = tmp_path / "empty.txt"
+    empty.write_bytes(b"")
+    events, rep = mbd.parse_file(empty)
+    assert events.signals.shape == (0, 14, 0) and rep.lines_total == 0 and rep.events_total == 0
+    foreign = write(tmp_path, ["1\t1\tMW\tFP1\t3\t2\t1.0,2.0", ""], "mw.txt")
+    events, rep, _ = mbd.prepare(foreign, tmp_path / "mw.npz")
+    assert len(events) == 0 and rep.lines_other_device == 1 and rep.lines_blank == 1
+    assert mbd.load_cache(tmp_path / "mw.npz").signals.shape == (0, 14, 0)
