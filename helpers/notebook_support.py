@@ -666,14 +666,26 @@ def train_or_resume(config: Config, prepared: Any, semantic: Any, out_dir: str |
 
 
 def compare_lambda_clip(config: Config, prepared: Any, semantic: Any, values: Sequence[float] = (0.0, 5.0),
-                        epochs: int | None = None, progress: bool = False) -> dict[float, list[dict]]:
-    """Short runs, same seed and data, that differ only in ``lambda_clip``; returns each run's history."""
+                        epochs: int | None = None, progress: bool = False, reuse: Any = None) -> dict[float, list[dict]]:
+    """Runs on the same data and seed that differ only in ``lambda_clip``; returns each run's history.
+
+    ``reuse``: a trainer (e.g. the main run) whose configuration equals ``config`` except for ``epochs`` and
+    whose history covers ``epochs``: its first epochs stand in for the run with its ``lambda_clip`` (training
+    is deterministic per epoch, so a fresh run would repeat them exactly) and are not retrained.
+    """
     from helpers.pipeline import build_trainer, train_data
 
+    epochs = int(epochs or config.epochs)
     train, val = train_data(prepared)
     out: dict[float, list[dict]] = {}
     for v in values:
-        c = dataclasses.replace(config, lambda_clip=float(v), epochs=int(epochs or config.epochs))
+        c = dataclasses.replace(config, lambda_clip=float(v), epochs=epochs)
+        if reuse is not None and len(reuse.history) >= epochs:
+            mine = {k: x for k, x in c.to_dict().items() if k != "epochs"}
+            theirs = {k: x for k, x in reuse.config.to_dict().items() if k != "epochs"}
+            if mine == theirs:
+                out[float(v)] = [dict(r) for r in reuse.history[:epochs]]
+                continue
         trainer = build_trainer(c, semantic, None)
         out[float(v)] = list(trainer.fit(train, val, progress=progress))
     return out

@@ -203,3 +203,30 @@ def test_train_or_resume_reuses_a_finished_run(tmp_path):
                                                   "lambda_clip": 0.0}), prepared, semantic, tmp_path,
                                log=logs.append)
     assert other.epoch == 1 and any("cannot be resumed" in line for line in logs)
+
+
+def test_compare_lambda_clip_reuses_a_matching_run_and_trains_the_other(monkeypatch):
+    from helpers import pipeline
+
+    config = make_config("ci", {"epochs": 3})
+    built = []
+
+    class FakeTrainer:
+        def __init__(self, c):
+            self.config = c
+            built.append(c)
+
+        def fit(self, train, val, progress=False):
+            return [{"epoch": e + 1, "lambda": self.config.lambda_clip} for e in range(self.config.epochs)]
+
+    monkeypatch.setattr(pipeline, "build_trainer", lambda c, s, o: FakeTrainer(c))
+    monkeypatch.setattr(pipeline, "train_data", lambda p: (None, None))
+    main = types.SimpleNamespace(config=config, history=[{"epoch": e, "main": True} for e in (1, 2, 3)])
+    got = ns.compare_lambda_clip(config, None, None, values=(0.0, 5.0), epochs=2, reuse=main)
+    assert got[5.0] == [{"epoch": 1, "main": True}, {"epoch": 2, "main": True}]
+    assert got[0.0] == [{"epoch": 1, "lambda": 0.0}, {"epoch": 2, "lambda": 0.0}]
+    assert [(c.lambda_clip, c.epochs) for c in built] == [(0.0, 2)]
+    # A main run made with other settings is not reused.
+    other = types.SimpleNamespace(config=make_config("ci", {"seed": 1}), history=main.history)
+    ns.compare_lambda_clip(config, None, None, values=(5.0,), epochs=2, reuse=other)
+    assert [(c.lambda_clip, c.seed) for c in built[1:]] == [(5.0, 0)]
