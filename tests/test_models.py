@@ -114,3 +114,31 @@ def test_count_parameters_known_answers():
     assert models.count_parameters(net) == 23
     g = models.Generator(32, 32)
     assert models.count_parameters(g) == sum(p.numel() for p in g.parameters()) > 0
+
+
+def test_discriminator_augments_only_in_training_and_stays_differentiable():
+    from helpers.models import Discriminator, diff_augment
+
+    torch.manual_seed(0)
+    d = Discriminator(32)
+    x = torch.rand(6, 3, 32, 32) * 2 - 1
+    d.eval()
+    assert torch.equal(d(x), d(x))  # evaluation: no augmentation, deterministic
+    d.train()
+    assert not torch.equal(d(x), d(x))  # training: a new random translation/cutout each call
+    x.requires_grad_(True)
+    diff_augment(x).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    # batch statistics cannot separate a batch of stimulus copies from a generated batch: no BatchNorm
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in d.modules())
+
+
+def test_diff_augment_keeps_range_and_moves_content():
+    from helpers.models import diff_augment
+
+    torch.manual_seed(1)
+    img = -torch.ones(64, 3, 16, 16)  # all ink
+    out = diff_augment(img)
+    assert out.shape == img.shape and out.min() >= -1 and out.max() <= 1
+    assert (out == 1).any()  # translated borders are white paper
+    assert (out == 0).any()  # the cutout
