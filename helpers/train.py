@@ -287,11 +287,15 @@ class Trainer:
                                for k in mismatched)
             raise CheckpointError(f"cannot resume: the checkpoint was made with another configuration ({detail}). "
                                   f"Use another --out, or the same settings.")
-        self.encoder.load_state_dict(state["encoder"])
-        self.generator.load_state_dict(state["generator"])
-        self.discriminator.load_state_dict(state["discriminator"])
-        self.opt_g.load_state_dict(state["opt_g"])
-        self.opt_d.load_state_dict(state["opt_d"])
+        try:
+            self.encoder.load_state_dict(state["encoder"])
+            self.generator.load_state_dict(state["generator"])
+            self.discriminator.load_state_dict(state["discriminator"])
+            self.opt_g.load_state_dict(state["opt_g"])
+            self.opt_d.load_state_dict(state["opt_d"])
+        except (RuntimeError, KeyError, ValueError) as e:  # another version of the networks
+            raise CheckpointError(f"cannot resume: the checkpoint's networks do not match this version of the "
+                                  f"models ({str(e).splitlines()[0]}). Use another --out or delete it.") from None
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
         self.history = list(state["history"])
 

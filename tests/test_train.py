@@ -168,3 +168,13 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted_run(tmp_path):
     for net in ("encoder", "generator", "discriminator"):
         for k in a[net]:
             assert torch.equal(a[net][k], b[net][k]), f"{net}.{k} differs after resume"
+
+
+def test_resume_refuses_networks_of_another_version(clip_and_stimuli, tmp_path):
+    tr = make_trainer(clip_and_stimuli, out_dir=tmp_path, epochs=1)
+    tr.fit(toy_data(32), progress=False)
+    state = load_checkpoint(tmp_path / "models" / "last.pt")
+    state["generator"] = {k + ".old": v for k, v in state["generator"].items()}  # renamed layers
+    other = make_trainer(clip_and_stimuli)
+    with pytest.raises(CheckpointError, match="do not match this version"):
+        other.load_state_dict(state)
