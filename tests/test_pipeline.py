@@ -76,17 +76,28 @@ def test_bad_overrides_and_mismatched_resume_fail_cleanly(cli_run):
 
 @pytest.mark.parametrize("mode", ["null", "session_blocks"])
 def test_no_leakage_on_data_without_per_event_class_signal(mode, tmp_path, monkeypatch, judge):
-    """Data with no per-event class information: the judge and the linear baseline stay at chance."""
+    """No per-event class information: the judge and the linear baseline stay within chance's 95 % interval.
+
+    "session_blocks": the digit follows recording sessions, each with its own drift, and nothing else; a
+    random split would learn drift -> digit and look good. With many short sessions, the held-out block holds
+    sessions (and digits) of its own, so an honest split scores at chance.
+    """
+    from helpers.synthetic import SyntheticSpec, write_synthetic
+
     monkeypatch.setenv("EEG2IMG_DATA_DIR", str(tmp_path / "dataset"))
-    cfg = make_config("ci", {"epochs": 1, "synthetic_events": 1200,
-                             "synthetic_strength": 0.0 if mode == "null" else 1.0,
-                             "synthetic_label_mode": "signal" if mode == "null" else "session_blocks"})
-    prepared = prepare_data(cfg)
+    spec = (SyntheticSpec(n_events=1200, class_strength=0.0, seed=3) if mode == "null" else
+            SyntheticSpec(n_events=1200, seed=3, label_mode="session_blocks", n_blocks=120))
+    path = tmp_path / f"{mode}.txt"
+    write_synthetic(path, spec)
+    cfg = make_config("ci", {"epochs": 1})
+    prepared = prepare_data(cfg, path)
+    assert prepared.synthetic and prepared.loaded.oracle_top1 == pytest.approx(0.1)
     semantic = load_semantic(cfg)
     trainer = build_trainer(cfg, semantic, None)
     trainer.fit(*train_data(prepared), progress=False)
     m = evaluate_trainer(trainer, prepared, semantic, tmp_path / "out", judge=judge, figures=False,
                          n_permutations=200, log=lambda *_: None)
     lo, hi = chance_interval(m["n_test_events"], 0.1)
-    assert lo <= m["linear_baseline_top1"] <= hi, m["linear_baseline_top1"]
-    assert m["judge_top1"] <= hi, m["judge_top1"]
+    for key in ("linear_baseline_top1", "judge_top1"):
+        assert lo <= m[key] <= hi, f"{key} = {m[key]:.3f} outside chance's interval [{lo:.3f}, {hi:.3f}]"
+    assert m["linear_baseline_top1_p_value"] > 0.05
