@@ -48,17 +48,11 @@ class PreparedData:
                 f"{self.rejected}; features {self.train.X.shape[1]}-dim.\n{self.baseline}")
 
 
-def feature_config(config: Config, sfreq: float):
-    from helpers.features import FeatureConfig
-
-    return FeatureConfig(sfreq=sfreq, feature_dim=config.feature_dim, seed=config.seed)
-
-
 def prepare_data(config: Config, data_path: str | Path | None = None) -> PreparedData:
     """Load (or generate) the data, split by contiguous event-id blocks, fit features and the baseline."""
     from helpers.baseline import features_baseline
     from helpers.datasets import REAL_FILE, load_dataset
-    from helpers.features import FeaturePipeline, digit_events
+    from helpers.features import FeatureConfig, FeaturePipeline, digit_events
     from helpers.splits import assert_disjoint, block_split
 
     # A given file (or dataset/EP1.01.txt) is capped by max_events; the synthetic default is sized by the profile.
@@ -71,7 +65,7 @@ def prepare_data(config: Config, data_path: str | Path | None = None) -> Prepare
         raise ValueError(f"only {len(digits)} digit events in {loaded.source}: too few to split and train")
     split = block_split(digits.event_ids, fractions=tuple(config.split_fractions))
     assert_disjoint(split, digits.event_ids)
-    pipe = FeaturePipeline(feature_config(config, digits.sfreq)).fit(digits, split.train)
+    pipe = FeaturePipeline(FeatureConfig.from_config(config, sfreq=digits.sfreq)).fit(digits, split.train)
     sets = {name: pipe.transform(digits, getattr(split, name)) for name in ("train", "val", "test")}
     rejected = {name: fs.n_rejected for name, fs in sets.items()}
     kept = {name: fs.kept() for name, fs in sets.items()}
