@@ -58,7 +58,7 @@ def _banner(msg: str, verbose: bool) -> None:
 
 def load_dataset(data_path: str | Path | None = None, *, n_events: int | None = None,
                  strength: float | None = None, seed: int = 0, device: str = "EP", strict: bool = False,
-                 label_mode: str = "signal", verbose: bool = True) -> LoadedData:
+                 label_mode: str = "signal", verbose: bool = True, synthetic_only: bool = False) -> LoadedData:
     """Load events for the pipeline.
 
     data_path: a MindBigData text file (cached as ``.npz`` next to it) or a cache ``.npz``; None means
@@ -66,9 +66,13 @@ def load_dataset(data_path: str | Path | None = None, *, n_events: int | None = 
     n_events: synthetic size (default: the active profile's ``synthetic_events``); for real data,
       keep only the first ``n_events`` events in time order (None = all).
     strength: synthetic class strength (default: the profile's ``synthetic_strength``).
+    synthetic_only: use the synthetic generator even when ``dataset/EP1.01.txt`` exists (demonstrations
+      whose point depends on a known generating process, e.g. the leakage demo's session blocks).
     """
     cfg = make_config()
-    if data_path is None and (dataset_dir() / REAL_FILE).is_file():
+    if synthetic_only and data_path is not None:
+        raise ValueError("synthetic_only=True generates its own file: leave data_path as None")
+    if data_path is None and not synthetic_only and (dataset_dir() / REAL_FILE).is_file():
         data_path = dataset_dir() / REAL_FILE
     if data_path is not None:
         path = Path(data_path)

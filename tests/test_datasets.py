@@ -53,6 +53,12 @@ def test_real_file_is_preferred_and_not_called_synthetic(data_dir, recwarn):
     assert "Recorded EEG" in datasets.describe(loaded)
     first10 = datasets.load_dataset(n_events=10, verbose=False)
     assert first10.events.event_ids.tolist() == loaded.events.event_ids[:10].tolist()
+    # a demonstration that needs a known generating process still gets synthetic data, and says so
+    with pytest.warns(datasets.SyntheticDataWarning):
+        demo = datasets.load_dataset(n_events=40, label_mode="session_blocks", synthetic_only=True, verbose=False)
+    assert demo.synthetic and demo.label_mode == "session_blocks" and len(demo.events) == 40
+    with pytest.raises(ValueError, match="synthetic_only"):
+        datasets.load_dataset(data_dir / datasets.REAL_FILE, synthetic_only=True)
 
 
 def test_explicit_path_and_cache_path(data_dir):
