@@ -87,7 +87,9 @@ class Config:
         return cls(**d)
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        from helpers.evaluate import write_json_atomic  # one atomic JSON writer for the project
+
+        write_json_atomic(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | Path) -> "Config":

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -76,21 +75,10 @@ def write_json_atomic(path: str | os.PathLike, obj: Any, indent: int = 2) -> Pat
     replaced once the new one is complete and flushed: a crash at any point leaves the previous
     file intact and no temporary file behind.
     """
-    path = Path(path)
+    from .checkpoint import write_text_atomic
+
     text = json.dumps(to_plain(obj), indent=indent, allow_nan=False) + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return write_text_atomic(path, text)
 
 
 # ----------------------------------------------------------------------------------------------

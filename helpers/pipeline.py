@@ -81,7 +81,7 @@ class SemanticSetup:
     clip: object                 # helpers.semantic.FrozenClip
     stimuli_uint8: np.ndarray    # [10, 224, 224, 3], for figures
     stimuli: torch.Tensor        # [10, 3, image_size, image_size] in [-1, 1]: discriminator reals, L1 targets
-    embeddings: object           # helpers.semantic.StimulusEmbeddings of the full-resolution stimuli
+    embeddings: object           # helpers.semantic.StimulusEmbeddings of those same stimuli
     source: str                  # where the stimuli came from
 
 
@@ -94,17 +94,37 @@ def load_semantic(config: Config, out_dir: str | Path | None = None) -> Semantic
     clip = load_clip(config.clip_model, config.clip_weights, pretrained_tag=config.clip_pretrained,
                      device=str(device))
     images = get_stimuli(size=224)
-    full = to_tensor(images)
+    stimuli = to_tensor(images, size=config.image_size)
+    # The semantic target is the stimulus as the generator can draw it (image_size, then CLIP's own resize):
+    # a generator that reproduces its L1 target exactly then also has zero semantic loss.
     cache = None if out_dir is None else Path(out_dir) / "models" / "stimulus_embeddings.pt"
-    emb = stimulus_embeddings(clip, full.to(device), cache_path=cache)
-    return SemanticSetup(clip=clip, stimuli_uint8=images, stimuli=to_tensor(images, size=config.image_size),
-                         embeddings=emb, source=stimuli_source())
+    emb = stimulus_embeddings(clip, stimuli.to(device), cache_path=cache)
+    return SemanticSetup(clip=clip, stimuli_uint8=images, stimuli=stimuli, embeddings=emb, source=stimuli_source())
 
 
-def build_trainer(config: Config, semantic: SemanticSetup, out_dir: str | Path | None = None):
+def run_identity(prepared: PreparedData, semantic: SemanticSetup) -> dict:
+    """What a trained model depends on besides its config: the data, the fitted features and the CLIP."""
+    import hashlib
+
+    h = hashlib.sha1()
+    for key, value in sorted(prepared.features.state_dict().items()):
+        h.update(key.encode())
+        h.update(value.numpy().tobytes() if torch.is_tensor(value) else repr(value).encode())
+    return {"data_source": str(prepared.loaded.source), "n_train": len(prepared.train.X),
+            "n_val": len(prepared.val.X), "n_test": len(prepared.test.X), "features_sha1": h.hexdigest(),
+            "clip_weights": semantic.clip.weights, "clip_fingerprint": semantic.clip.fingerprint}
+
+
+def build_trainer(config: Config, semantic: SemanticSetup, out_dir: str | Path | None = None,
+                  prepared: PreparedData | None = None):
+    """A Trainer for this config and CLIP; with ``prepared`` it records the run's identity, so that resuming
+    on other data, other fitted features or another CLIP is refused."""
     from helpers.train import Trainer
 
-    return Trainer(config, semantic.stimuli, semantic.clip, semantic.embeddings.embeddings, out_dir=out_dir)
+    trainer = Trainer(config, semantic.stimuli, semantic.clip, semantic.embeddings.embeddings, out_dir=out_dir)
+    if prepared is not None:
+        trainer.identity = run_identity(prepared, semantic)
+    return trainer
 
 
 def train_data(prepared: PreparedData):
@@ -233,22 +253,26 @@ def evaluate_trainer(trainer, prepared: PreparedData, semantic: SemanticSetup, o
 def run_pipeline(config: Config, data_path: str | Path | None = None, out_dir: str | Path | None = None,
                  resume: bool = False, progress: bool | None = None, log=print) -> dict:
     """prepare -> features -> split -> train -> evaluate -> figures; returns the metrics dict."""
+    from helpers.train import resolve_device
+
     out = Path(out_dir) if out_dir is not None else results_dir()
-    out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    config.save(out / "config.json")
+    resolve_device(config.device)  # a missing GPU is reported now, not after the data stage
     log(f"[1/4] data and features (profile {config.profile})")
     prepared = prepare_data(config, data_path)
     log(prepared.summary())
-    save_features(prepared, out)
     log("[2/4] frozen CLIP and stimulus embeddings")
-    semantic = load_semantic(config, out)
+    semantic = load_semantic(config, out)  # caches the stimulus embeddings under out/models
     log(semantic.clip.describe())
-    trainer = build_trainer(config, semantic, out)
+    trainer = build_trainer(config, semantic, out, prepared)
+    # Check the checkpoint before writing anything: a refused resume leaves the run's folder as it was.
     if resume and trainer.resume_from(out):
         log(f"resumed from {out / 'models' / 'last.pt'} after epoch {trainer.epoch}")
     elif resume:
         log(f"--resume: no checkpoint in {out / 'models'}, starting from scratch")
+    out.mkdir(parents=True, exist_ok=True)
+    config.save(out / "config.json")
+    save_features(prepared, out)
     log(f"[3/4] training {config.epochs} epochs, batch {config.batch_size}, "
         f"{len(prepared.train.X)} training events")
     train, val = train_data(prepared)
@@ -262,12 +286,12 @@ def run_pipeline(config: Config, data_path: str | Path | None = None, out_dir: s
 def cli_run(args) -> int:
     from helpers.checkpoint import CheckpointError
     from helpers.semantic import ClipUnavailableError
-    from helpers.train import TrainingDivergedError
 
     try:
         config = make_config(args.profile, args.overrides)
         run_pipeline(config, data_path=args.data, out_dir=args.out, resume=args.resume)
-    except (ValueError, FileNotFoundError, CheckpointError, ClipUnavailableError, TrainingDivergedError) as e:
+    except (ValueError, FileNotFoundError, RuntimeError, CheckpointError, ClipUnavailableError) as e:
+        # RuntimeError covers a missing GPU, a judge below its accuracy floor and TrainingDivergedError.
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0

@@ -30,7 +30,7 @@ import torch
 from helpers.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from helpers.config import Config
 from helpers.losses import discriminator_loss, generator_losses, kl_divergence
-from helpers.models import build_models
+from helpers.models import build_models, reparameterise
 
 CHECKPOINT_NAME = "last.pt"
 # Fault injection for the resume test: SIGKILL this process at this global step (never set by users).
@@ -91,6 +91,9 @@ class Trainer:
     stimulus_embeddings: torch.Tensor  # [10, D], computed once from the stimuli
     out_dir: Path | None = None
     history: list[dict] = field(default_factory=list)
+    # What the networks were trained on (data, fitted features, CLIP weights): set by pipeline.build_trainer
+    # and saved in the checkpoint, so a resume on other data or another CLIP is refused, not silently mixed.
+    identity: dict = field(default_factory=dict)
 
     def __post_init__(self):
         c = self.config
@@ -127,8 +130,7 @@ class Trainer:
         real = self.stimuli[y]
         with self._autocast():
             mu, logvar = self.encoder(x)
-            z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
-            fake = self.generator(z)
+            fake = self.generator(reparameterise(mu, logvar))
         fake = fake.float()
 
         # Phase 1: discriminator on real stimuli vs generated.detach().
@@ -202,7 +204,7 @@ class Trainer:
         out = []
         for i in range(0, len(x), batch_size):
             mu, logvar = self.encoder(x[i:i + batch_size].to(self.device))
-            z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu) if sample else mu
+            z = reparameterise(mu, logvar) if sample else mu
             out.append(self.generator(z).float().cpu())
         return torch.cat(out) if out else torch.empty(0, 3, self.config.image_size, self.config.image_size)
 
@@ -267,6 +269,7 @@ class Trainer:
             "epoch": self.epoch,
             "step": self.step,
             "history": self.history,
+            "identity": self.identity,
             "encoder": self.encoder.state_dict(),
             "generator": self.generator.state_dict(),
             "discriminator": self.discriminator.state_dict(),
@@ -277,16 +280,20 @@ class Trainer:
     def load_state_dict(self, state: dict) -> None:
         if state.get("format") != "eeg2img-trainer-v1":
             raise CheckpointError("not a trainer checkpoint of this project (format tag missing)")
-        saved = Config.from_dict(state["config"])
-        mismatched = [k for k in ("feature_dim", "latent_dim", "hidden_dim", "image_size", "seed", "batch_size",
-                                  "lambda_adv", "lambda_rec", "lambda_kl", "lambda_clip", "learning_rate",
-                                  "clip_model")
-                      if getattr(saved, k) != getattr(self.config, k)]
+        try:
+            saved = Config.from_dict(state["config"])
+        except (ValueError, TypeError) as e:
+            raise CheckpointError(f"cannot resume: the checkpoint's configuration is of another version ({e})") from None
+        # Everything that shapes the result must match; only how long and where to run may differ.
+        free = {"epochs", "device", "num_workers", "profile", "mixed_precision"}
+        mismatched = {k: (v, getattr(self.config, k)) for k, v in saved.to_dict().items()
+                      if k not in free and v != self.config.to_dict()[k]}
+        mismatched.update({f"identity.{k}": (v, self.identity[k]) for k, v in state.get("identity", {}).items()
+                           if k in self.identity and v != self.identity[k]})
         if mismatched:
-            detail = ", ".join(f"{k}: checkpoint {getattr(saved, k)!r} vs now {getattr(self.config, k)!r}"
-                               for k in mismatched)
-            raise CheckpointError(f"cannot resume: the checkpoint was made with another configuration ({detail}). "
-                                  f"Use another --out, or the same settings.")
+            detail = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in mismatched.items())
+            raise CheckpointError(f"cannot resume: the checkpoint was made with another configuration, other data "
+                                  f"or another CLIP ({detail}). Use another --out, or the same settings.")
         try:
             self.encoder.load_state_dict(state["encoder"])
             self.generator.load_state_dict(state["generator"])
@@ -318,17 +325,14 @@ def write_history(history: list[dict], out_dir: str | Path) -> None:
     """history.json and history.csv (one row per epoch, one column per loss term), written atomically."""
     import pandas as pd
 
+    from helpers.checkpoint import write_text_atomic
+
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir / ".history.json.tmp"
     # A term left out of the loss (weight 0) is NaN in memory; strict JSON has no NaN, so it becomes null.
     plain = [{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
              for row in history]
-    tmp.write_text(json.dumps(plain, indent=1, allow_nan=False))
-    os.replace(tmp, out_dir / "history.json")
-    tmp = out_dir / ".history.csv.tmp"
-    pd.DataFrame(history).to_csv(tmp, index=False)
-    os.replace(tmp, out_dir / "history.csv")
+    write_text_atomic(out_dir / "history.json", json.dumps(plain, indent=1, allow_nan=False))
+    write_text_atomic(out_dir / "history.csv", pd.DataFrame(history).to_csv(index=False))
 
 
 def _progress_default() -> bool:

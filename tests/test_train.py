@@ -178,3 +178,19 @@ def test_resume_refuses_networks_of_another_version(clip_and_stimuli, tmp_path):
     other = make_trainer(clip_and_stimuli)
     with pytest.raises(CheckpointError, match="do not match this version"):
         other.load_state_dict(state)
+
+
+def test_resume_refuses_other_data_features_or_clip(clip_and_stimuli, tmp_path):
+    tr = make_trainer(clip_and_stimuli, out_dir=tmp_path, epochs=1)
+    tr.identity = {"data_source": "synthetic_EP_600_1_0.txt", "clip_weights": "untrained"}
+    tr.fit(toy_data(32), progress=False)
+    later = make_trainer(clip_and_stimuli)
+    later.identity = {"data_source": "EP1.01.txt", "clip_weights": "untrained"}  # the user added the real file
+    with pytest.raises(CheckpointError, match="identity.data_source"):
+        later.resume_from(tmp_path)
+    same = make_trainer(clip_and_stimuli)
+    same.identity = dict(tr.identity)
+    assert same.resume_from(tmp_path) and same.epoch == 1
+    other_data = make_trainer(clip_and_stimuli, synthetic_events=900)  # data settings are part of the run too
+    with pytest.raises(CheckpointError, match="synthetic_events"):
+        other_data.resume_from(tmp_path)
