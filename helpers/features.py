@@ -22,7 +22,8 @@ a larger one is an error that names both numbers.
 
 Why 1 s and 15 Hz rather than all 2 s up to 30 Hz? Measured with the linear baseline on the project's
 synthetic data (default class strength, oracle top-1 0.70), whose class templates are modelled on
-visual evoked responses (0.15-0.9 s after onset, 1.5-12 Hz); 3,000 contiguous test events;
+slow visual evoked responses (0.15-0.9 s after onset, 1-4 Hz, so these numbers say more about where
+the synthetic signal lives than about real EEG: check them on EP1.01.txt); 3,000 contiguous test events;
 ``python benchmarks/bench_features.py --recipes`` re-measures it (benchmarks/results/features.json):
 
     recipe (all -> PCA 264, shrinkage LDA)        1,700 training events   10,000 training events

@@ -8,14 +8,15 @@ Each event is 14 EPOC channels at 128 Hz, written in the exact text format of ``
 * background: per-channel 1/f-like noise, three shared 1/f sources with smooth scalp patterns and an
   occipital 10 Hz alpha rhythm (all linear filters of white noise, so their covariance is known exactly);
 * blinks on frontal channels in some events; a common visual ERP on digit events;
-* the class signal: for each digit, a fixed spatio-temporal template (three Gabor waves, 1.5-12 Hz,
+* the class signal: for each digit, a fixed spatio-temporal template (three Gabor waves at 1-4 Hz (F_LO..F_HI),
   0.15-0.9 s after onset) scaled by ``class_strength`` (0 = no class information at all);
 * values quantised to the EPOC step 1/7.8 uV and printed with 6 decimals like the real file.
 
 Because the generative model is known, :func:`oracle_accuracy` gives the Bayes accuracy for the 10
 digits: the accuracy of the classifier that knows the templates and the exact Gaussian background
-covariance (first 250 samples), by Monte Carlo. It ignores blinks and quantisation, which only make the
-written data slightly harder, so no pipeline should be expected above it.
+covariance (first 250 samples; blinks and quantisation enter it as their variance), by Monte Carlo. Blinks
+are not Gaussian, so the written data are slightly harder than this model, and no pipeline should be
+expected above it.
 
 ``label_mode="session_blocks"`` has no per-event class signal: codes are constant within contiguous
 blocks of events and each block carries its own session signature (offsets and a time-locked pattern).
@@ -136,7 +137,7 @@ def _smooth_pattern(rng: np.random.Generator, width: float = 0.6) -> np.ndarray:
 
 
 def _gabor_template(rng: np.random.Generator, n: int = _MAX_SIZE, n_waves: int = 3) -> np.ndarray:
-    """A spatio-temporal pattern [channels, n]: Gabor waves (1.5-12 Hz) with smooth scalp patterns."""
+    """A spatio-temporal pattern [channels, n]: Gabor waves (F_LO-F_HI Hz) with smooth scalp patterns."""
     t = np.arange(n) / SFREQ
     out = np.zeros((N_CH, n))
     for _ in range(n_waves):
