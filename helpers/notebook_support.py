@@ -5,6 +5,7 @@
 * plots for the teaching steps of notebooks 01-03 (raw lines, one event, power spectra, the EPOC
   electrode layout on a head, each preprocessing step, explained variance, the CLIP cosine matrix);
 * :func:`leakage_demo` - notebook 02's side-by-side of leaky and honest splits on the same data;
+* :func:`load_data` - notebook 01's data, loaded exactly as :func:`helpers.pipeline.prepare_data` loads it;
 * :func:`semantic_gradient_step` - notebook 03's one gradient step from the semantic term alone;
 * :func:`train_or_resume`, :func:`compare_lambda_clip` - notebook 04's main run and comparison;
 * :func:`metrics_table` - notebook 05's numbers next to their references.
@@ -24,8 +25,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from helpers.config import Config, active_profile, dataset_dir, make_config, results_dir
+from helpers.datasets import REAL_FILE
 
-REAL_FILE_NAME = "EP1.01.txt"
 # Approximate 2-D positions (x: left -> right, y: back -> front; the head circle has radius 1) of the
 # 14 EPOC channels in the international 10-20 / 10-10 system, azimuthal projection as in topographic maps.
 EPOC_POSITIONS: dict[str, tuple[float, float]] = {
@@ -84,7 +85,7 @@ def _figure(width: float, height: float):
 
 def real_data_path() -> Path:
     """Where the real MindBigData EPOC file is expected (``dataset/EP1.01.txt``)."""
-    return dataset_dir() / REAL_FILE_NAME
+    return dataset_dir() / REAL_FILE
 
 
 def expected_clip(config: Config) -> tuple[str, bool]:
@@ -183,6 +184,20 @@ def status(config: Config, loaded: Any = None, clip: Any = None) -> Status:
 
 
 # ------------------------------------------------------------------------------------------- notebook 01
+
+def load_data(config: Config, data_path: str | Path | None = None):
+    """The events the pipeline will use, loaded with the same arguments as :func:`helpers.pipeline.prepare_data`.
+
+    A given file (or ``dataset/EP1.01.txt`` when present) is capped by ``config.max_events`` (0 = all events);
+    the synthetic default is sized by ``config.synthetic_events``. A test checks that both calls agree.
+    """
+    from helpers.datasets import load_dataset
+
+    given = data_path is not None or real_data_path().is_file()
+    return load_dataset(data_path, n_events=(config.max_events or None) if given else config.synthetic_events,
+                        strength=config.synthetic_strength, seed=config.seed,
+                        label_mode=config.synthetic_label_mode)
+
 
 def raw_lines(path: str | Path, n: int = 3, max_values: int = 6) -> list[str]:
     """The first ``n`` non-blank lines of a MindBigData file, the data column cut to ``max_values`` values."""
@@ -593,40 +608,54 @@ def forward_shapes(encoder, generator, discriminator, clip, x) -> dict[str, tupl
             "CLIP embedding (unit length)": tuple(emb.shape)}
 
 
-def semantic_gradient_step(encoder, generator, clip, stimulus_embeddings, x, y, lr: float = 2e-4) -> dict:
-    """One Adam step of encoder + generator on the semantic term alone, 1 - cos(CLIP(G(E(x))), CLIP(stimulus)).
+def semantic_gradient_step(encoder, generator, clip, stimulus_embeddings, x, y, lr: float = 2e-4,
+                           lambda_clip: float = 1.0, betas: tuple = (0.5, 0.999)) -> dict:
+    """One Adam step of encoder + generator on ``lambda_clip * (1 - cos(CLIP(G(E(x))), CLIP(stimulus)))`` alone.
 
-    Shows that gradients flow *through* the frozen CLIP into the generator, and that CLIP itself is
-    untouched. Returns the loss before/after, gradient norms, and whether CLIP's weights changed.
+    Works on *copies* of ``encoder`` and ``generator`` (the caller's networks are left untouched), so it can be
+    called for several ``lambda_clip`` values on the same starting point. Shows that gradients flow *through*
+    the frozen CLIP into the generator and the encoder, that their size is proportional to ``lambda_clip``
+    (exactly 0 at 0), and that CLIP itself is untouched: no CLIP parameter receives a gradient and its weights
+    are bit-identical after the optimiser step. ``semantic_loss_before``/``_after`` are the unweighted
+    semantic loss on the same inputs (the encoder's mean ``mu``, no sampling noise).
     """
+    import copy
+
     import torch
 
     from helpers.semantic import semantic_loss
 
-    x = torch.as_tensor(x, dtype=torch.float32)
-    y = torch.as_tensor(y, dtype=torch.long)
-    params = list(encoder.parameters()) + list(generator.parameters())
-    opt = torch.optim.Adam(params, lr=lr, betas=(0.5, 0.999))
+    if lambda_clip < 0:
+        raise ValueError(f"lambda_clip must be >= 0, got {lambda_clip}")
+    # The encoder without dropout (eval mode) and the generator with batch statistics (train mode): the same
+    # inputs then give the same loss, so before/after compare the step alone. Gradients flow in both modes.
+    enc, gen = copy.deepcopy(encoder).eval(), copy.deepcopy(generator).train()
+    x = torch.as_tensor(np.asarray(x, dtype=np.float32))
+    y = torch.as_tensor(np.asarray(y), dtype=torch.long)
+    opt = torch.optim.Adam(list(enc.parameters()) + list(gen.parameters()), lr=lr, betas=betas)
     clip_before = [p.detach().clone() for p in clip.parameters()]
-    encoder.train()
-    generator.train()
 
     def loss_now():
-        mu, _ = encoder(x)
-        return semantic_loss(clip.encode_images(generator(mu)), stimulus_embeddings[y])
+        mu, _ = enc(x)
+        return semantic_loss(clip.encode_images(gen(mu)), stimulus_embeddings[y])
 
     opt.zero_grad(set_to_none=True)
     loss = loss_now()
-    loss.backward()
-    norm = lambda ps: float(torch.sqrt(sum((p.grad.detach() ** 2).sum() for p in ps if p.grad is not None)))
-    g_norm, e_norm = norm(generator.parameters()), norm(encoder.parameters())
+    (float(lambda_clip) * loss).backward()
+
+    def norm(ps):
+        grads = [p.grad.detach() for p in ps if p.grad is not None]
+        return float(torch.sqrt(sum((g.float() ** 2).sum() for g in grads))) if grads else 0.0
+
+    g_norm, e_norm = norm(gen.parameters()), norm(enc.parameters())
     clip_grads = sum(p.grad is not None for p in clip.parameters())
-    opt.step()
+    if lambda_clip > 0:  # Adam normalises the step size, so a zero gradient would still move nothing; skip it
+        opt.step()
     with torch.no_grad():
         after = float(loss_now())
     unchanged = all(torch.equal(a, p.detach()) for a, p in zip(clip_before, clip.parameters()))
-    return {"semantic_loss_before": float(loss.detach()), "semantic_loss_after": after,
-            "generator_grad_norm": g_norm, "encoder_grad_norm": e_norm,
+    return {"lambda_clip": float(lambda_clip), "semantic_loss_before": float(loss.detach()),
+            "semantic_loss_after": after, "generator_grad_norm": g_norm, "encoder_grad_norm": e_norm,
             "clip_params_with_grad": int(clip_grads), "clip_weights_unchanged": bool(unchanged)}
 
 
@@ -636,8 +665,11 @@ def train_or_resume(config: Config, prepared: Any, semantic: Any, out_dir: str |
                     progress: bool | None = None, log=print):
     """The profile's main training run in ``out_dir`` (default :func:`run_dir`), with per-epoch checkpoints.
 
-    A finished checkpoint of the same configuration is reused (no training); an unfinished one is resumed;
-    one made with another configuration is reported and replaced by a fresh run.
+    A finished checkpoint of the same configuration, data, features and CLIP is reused (no training); an
+    unfinished one is resumed. One that cannot be resumed (made with another configuration, on other data or
+    features, or with another CLIP: ``helpers.checkpoint.CheckpointError``) is reported loudly, with the reason,
+    and REPLACED by a fresh run in the same folder, so that the notebooks still run top to bottom. Copy the
+    folder first (or pass another ``out_dir``) to keep the old run.
     """
     from helpers.checkpoint import CheckpointError
     from helpers.pipeline import build_trainer, save_features, train_data
@@ -646,13 +678,18 @@ def train_or_resume(config: Config, prepared: Any, semantic: Any, out_dir: str |
     out.mkdir(parents=True, exist_ok=True)
     config.save(out / "config.json")
     save_features(prepared, out)
-    trainer = build_trainer(config, semantic, out)
+    trainer = build_trainer(config, semantic, out, prepared=prepared)
     try:
         resumed = trainer.resume_from(out)
     except CheckpointError as e:
-        log(f"NOTE: the checkpoint in {out / 'models'} cannot be resumed ({e}); training from scratch, "
-            f"it will be replaced.")
-        trainer = build_trainer(config, semantic, out)
+        bar = "!" * 78
+        log(f"{bar}\n!! WARNING: the checkpoint in {out / 'models'} cannot be resumed and WILL BE REPLACED.\n"
+            f"!! Why: {e}\n"
+            f"!! Training a fresh run from epoch 0 in the same folder now: the old checkpoint and its history "
+            f"are overwritten when this run saves its first epoch.\n"
+            f"!! To keep the old run, stop here and copy {out} elsewhere (or give train_or_resume another "
+            f"out_dir).\n{bar}")
+        trainer = build_trainer(config, semantic, out, prepared=prepared)
         resumed = False
     if resumed and trainer.epoch >= config.epochs:
         log(f"reusing the finished run in {out} ({trainer.epoch} epochs); delete {out / 'models'} to retrain")
@@ -686,7 +723,7 @@ def compare_lambda_clip(config: Config, prepared: Any, semantic: Any, values: Se
             if mine == theirs:
                 out[float(v)] = [dict(r) for r in reuse.history[:epochs]]
                 continue
-        trainer = build_trainer(c, semantic, None)
+        trainer = build_trainer(c, semantic, None, prepared=prepared)
         out[float(v)] = list(trainer.fit(train, val, progress=progress))
     return out
 

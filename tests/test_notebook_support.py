@@ -60,6 +60,37 @@ def test_run_dir_keeps_ci_runs_away_from_the_demo(tmp_path, monkeypatch):
 
 # ------------------------------------------------------------------------------------------- notebook 01
 
+@pytest.mark.parametrize("real_file", [False, True])
+def test_load_data_asks_for_the_same_events_as_the_pipeline(tmp_path, monkeypatch, real_file):
+    """Notebook 01 must show the data the pipeline uses: the real file capped by max_events (0 = all), else the
+    synthetic default of the profile's size."""
+    from helpers import datasets, pipeline
+
+    monkeypatch.setenv("EEG2IMG_DATA_DIR", str(tmp_path))
+    if real_file:
+        (tmp_path / datasets.REAL_FILE).write_text("")
+    assert ns.real_data_path() == tmp_path / datasets.REAL_FILE
+    calls = []
+
+    class Stop(Exception):
+        pass
+
+    def record(*args, **kwargs):
+        calls.append((args, kwargs))
+        raise Stop
+
+    monkeypatch.setattr(datasets, "load_dataset", record)
+    for max_events in (0, 123):
+        config = make_config("ci", {"max_events": max_events})
+        for call in (ns.load_data, pipeline.prepare_data):
+            with pytest.raises(Stop):
+                call(config)
+        mine, theirs = calls[-2:]
+        assert mine == theirs
+        n_events = mine[1]["n_events"]
+        assert n_events == ((max_events or None) if real_file else config.synthetic_events)
+
+
 def test_raw_lines_skip_blanks_and_shorten_the_data_column(tmp_path):
     p = tmp_path / "f.txt"
     values = ",".join(str(v) for v in range(10))
@@ -136,20 +167,33 @@ def test_leakage_table_flags_the_leaky_splits():
 
 # ------------------------------------------------------------------------------------------- notebook 03
 
-def test_semantic_gradient_step_moves_the_generator_and_never_clip():
+def test_semantic_gradient_step_reaches_encoder_and_generator_scales_with_lambda_and_never_touches_clip():
     from helpers.models import build_models
     from helpers.pipeline import load_semantic
 
     config = make_config("ci", {"feature_dim": 16})
     semantic = load_semantic(config)
     enc, gen, _ = build_models(config)
-    gen_before = [p.detach().clone() for p in gen.parameters()]
+    before = [p.detach().clone() for p in [*enc.parameters(), *gen.parameters()]]
     x = torch.randn(4, 16)
-    out = ns.semantic_gradient_step(enc, gen, semantic.clip, semantic.embeddings.embeddings, x, [0, 1, 2, 3])
-    assert out["generator_grad_norm"] > 0 and out["encoder_grad_norm"] > 0
-    assert out["clip_params_with_grad"] == 0 and out["clip_weights_unchanged"] is True
-    assert any(not torch.equal(a, p) for a, p in zip(gen_before, gen.parameters()))
-    assert out["semantic_loss_before"] != out["semantic_loss_after"]
+    emb = semantic.embeddings.embeddings
+    off, one, five = (ns.semantic_gradient_step(enc, gen, semantic.clip, emb, x, [0, 1, 2, 3], lr=1e-3,
+                                                lambda_clip=v) for v in (0.0, 1.0, 5.0))
+    for out in (one, five):
+        assert out["generator_grad_norm"] > 0 and out["encoder_grad_norm"] > 0
+        assert out["semantic_loss_before"] != out["semantic_loss_after"]
+    for out in (off, one, five):
+        assert out["clip_params_with_grad"] == 0 and out["clip_weights_unchanged"] is True
+    # The gradient is proportional to lambda_clip and exactly 0 at 0 (then nothing moves).
+    assert off["generator_grad_norm"] == 0 and off["encoder_grad_norm"] == 0
+    assert off["semantic_loss_after"] == off["semantic_loss_before"]
+    assert five["generator_grad_norm"] == pytest.approx(5 * one["generator_grad_norm"], rel=1e-4)
+    assert five["encoder_grad_norm"] == pytest.approx(5 * one["encoder_grad_norm"], rel=1e-4)
+    # Every call works on copies, so each starts from the same point and the caller's networks stay as they were.
+    assert one["semantic_loss_before"] == five["semantic_loss_before"]
+    assert all(torch.equal(a, p) for a, p in zip(before, [*enc.parameters(), *gen.parameters()]))
+    with pytest.raises(ValueError, match="lambda_clip"):
+        ns.semantic_gradient_step(enc, gen, semantic.clip, emb, x, [0, 1, 2, 3], lambda_clip=-1.0)
 
 
 def test_cosine_matrix_plot_is_labelled_untrained():
@@ -190,7 +234,8 @@ def test_train_or_resume_reuses_a_finished_run(tmp_path):
         return FeatureSet(X=rng.normal(size=(n, 8)).astype(np.float32), indices=np.arange(n),
                           rejected=np.zeros(n, bool), ptp_uv=np.ones(n, np.float32), labels=np.arange(n) % 10)
 
-    prepared = types.SimpleNamespace(features=pipe, train=fs(24), val=fs(10))
+    prepared = types.SimpleNamespace(features=pipe, train=fs(24), val=fs(10), test=fs(10),
+                                     loaded=types.SimpleNamespace(source="a.txt"))
     semantic = load_semantic(config)
     logs = []
     first = ns.train_or_resume(config, prepared, semantic, tmp_path, log=logs.append)
@@ -202,7 +247,13 @@ def test_train_or_resume_reuses_a_finished_run(tmp_path):
     other = ns.train_or_resume(make_config("ci", {"feature_dim": 8, "epochs": 1, "batch_size": 8,
                                                   "lambda_clip": 0.0}), prepared, semantic, tmp_path,
                                log=logs.append)
-    assert other.epoch == 1 and any("cannot be resumed" in line for line in logs)
+    assert other.epoch == 1 and "cannot be resumed" in logs[-2] and "WILL BE REPLACED" in logs[-2]
+    # The same configuration on other data: refused by the recorded identity, said loudly, trained afresh.
+    moved = types.SimpleNamespace(**{**vars(prepared), "loaded": types.SimpleNamespace(source="b.txt")})
+    logs.clear()
+    fresh = ns.train_or_resume(config, moved, semantic, tmp_path, log=logs.append)
+    assert fresh.epoch == 1 and "WILL BE REPLACED" in logs[0] and "trained 1 epochs" in logs[-1]
+    assert ns.train_or_resume(config, moved, semantic, tmp_path, log=logs.append) and "reusing" in logs[-1]
 
 
 def test_compare_lambda_clip_reuses_a_matching_run_and_trains_the_other(monkeypatch):
@@ -219,7 +270,7 @@ def test_compare_lambda_clip_reuses_a_matching_run_and_trains_the_other(monkeypa
         def fit(self, train, val, progress=False):
             return [{"epoch": e + 1, "lambda": self.config.lambda_clip} for e in range(self.config.epochs)]
 
-    monkeypatch.setattr(pipeline, "build_trainer", lambda c, s, o: FakeTrainer(c))
+    monkeypatch.setattr(pipeline, "build_trainer", lambda c, s, o=None, prepared=None: FakeTrainer(c))
     monkeypatch.setattr(pipeline, "train_data", lambda p: (None, None))
     main = types.SimpleNamespace(config=config, history=[{"epoch": e, "main": True} for e in (1, 2, 3)])
     got = ns.compare_lambda_clip(config, None, None, values=(0.0, 5.0), epochs=2, reuse=main)

@@ -121,6 +121,6 @@ def test_honesty_points_are_made():
     assert "two years" in text["01_eeg_exploration.ipynb"] and "ns.plot_electrode_layout(" in text["01_eeg_exploration.ipynb"]
     assert "ns.leakage_demo(" in text["02_preprocessing.ipynb"] and 'label_mode="session_blocks"' in text["02_preprocessing.ipynb"]
     assert "prepared.baseline" in text["02_preprocessing.ipynb"]
-    assert "cosine_matrix(" in text["03_model.ipynb"] and "semantic_step_effect(" in text["03_model.ipynb"]
+    assert "cosine_matrix(" in text["03_model.ipynb"] and "ns.semantic_gradient_step(" in text["03_model.ipynb"]
     assert "evaluate_trainer(" in text["05_evaluation.ipynb"] and "signature_grid.png" in text["05_evaluation.ipynb"]
     assert "linear baseline" in text["05_evaluation.ipynb"] and "chance" in text["05_evaluation.ipynb"]
