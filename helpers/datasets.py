@@ -108,8 +108,9 @@ def load_dataset(data_path: str | Path | None = None, *, n_events: int | None = 
     events, report, _ = prepare(source, cache, device="EP", strict=strict)
     loaded = LoadedData(events, report, str(source), synthetic=True, oracle_top1=info.oracle_top1,
                         cache_path=str(cache), label_mode=label_mode)
-    _banner(f"NO {REAL_FILE} IN {dataset_dir()}: USING SYNTHETIC DATA (see dataset/README.md for the real "
-            "file). " + describe(loaded), verbose)
+    why = ("synthetic_only=True" if synthetic_only else
+           f"NO {REAL_FILE} IN {dataset_dir()} (see dataset/README.md for the real file)")
+    _banner(f"{why}: USING SYNTHETIC DATA. " + describe(loaded), verbose)
     return loaded
 
 

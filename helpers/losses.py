@@ -105,30 +105,3 @@ def generator_losses(d_fake_logits: torch.Tensor | None, generated: torch.Tensor
             total = lam * value if total is None else total + lam * value
     terms["total"] = float(total.detach())
     return total, terms
-
-
-def semantic_step_effect(generator: torch.nn.Module, clip, z: torch.Tensor, target_emb: torch.Tensor,
-                         lambda_clip: float = 5.0, lr: float = 2e-4, betas: tuple = (0.5, 0.999)) -> dict[str, float]:
-    """What one Adam step on ``lambda_clip * (1 - cos)`` alone does to a *copy* of the generator.
-
-    Returns ``loss_before``, ``loss_after`` (the unweighted semantic loss on the same z) and
-    ``grad_norm`` (L2 norm of the generator's gradient, which is proportional to lambda_clip and 0 at 0).
-    The caller's generator is left untouched. Notebook 03 uses it to show that lambda_clip trains.
-    """
-    import copy
-
-    if lambda_clip < 0:
-        raise ValueError(f"lambda_clip must be >= 0, got {lambda_clip}")
-    gen = copy.deepcopy(generator).train()
-    opt = torch.optim.Adam(gen.parameters(), lr=lr, betas=betas)
-    before = semantic_loss(clip.encode_images(gen(z)), target_emb)
-    opt.zero_grad(set_to_none=True)
-    (lambda_clip * before).backward()
-    grads = [p.grad for p in gen.parameters() if p.grad is not None]
-    grad_norm = float(torch.sqrt(sum((g.float() ** 2).sum() for g in grads))) if grads else 0.0
-    if lambda_clip > 0:
-        opt.step()
-    with torch.no_grad():
-        after = semantic_loss(clip.encode_images(gen(z)), target_emb)
-    return {"lambda_clip": float(lambda_clip), "loss_before": float(before.detach()),
-            "loss_after": float(after), "grad_norm": grad_norm}
