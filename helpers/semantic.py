@@ -415,13 +415,11 @@ class StimulusEmbeddings:
 
     def save(self, path: str | Path) -> None:
         """Write the cache atomically (a crash never leaves half a file that looks valid)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save({"embeddings": self.embeddings.detach().cpu(), "model_name": self.model_name,
-                    "weights": self.weights, "fingerprint": self.fingerprint,
-                    "stimuli_hash": self.stimuli_hash}, tmp)
-        os.replace(tmp, path)
+        from .checkpoint import save_checkpoint
+
+        save_checkpoint({"embeddings": self.embeddings.detach().cpu(), "model_name": self.model_name,
+                         "weights": self.weights, "fingerprint": self.fingerprint,
+                         "stimuli_hash": self.stimuli_hash}, path)
 
     @classmethod
     def load(cls, path: str | Path, clip: FrozenClip, stimuli: torch.Tensor | None = None) -> "StimulusEmbeddings":

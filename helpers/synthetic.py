@@ -25,6 +25,7 @@ A random split then "decodes" digits through the session signature; a contiguous
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
@@ -369,7 +370,7 @@ def write_synthetic(path: str | Path, spec: SyntheticSpec | None = None, progres
     plan = _event_plan(spec)
     sig = _session_signatures(spec) if spec.label_mode == "session_blocks" else None
     chan_b = [c.encode() for c in CHANNELS]
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # per process: two writers never share it
     line_id = spec.first_event_id
     bar = None
     if progress:
