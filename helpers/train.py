@@ -198,7 +198,7 @@ class Trainer:
     @torch.no_grad()
     def generate(self, x: torch.Tensor | np.ndarray, sample: bool = False, batch_size: int = 64) -> torch.Tensor:
         """Images for features x ([n, feature_dim]); the latent mean unless sample=True. Returns CPU [n,3,S,S]."""
-        x = torch.as_tensor(np.asarray(x, dtype=np.float32)) if not torch.is_tensor(x) else x
+        x = _as_features(x)
         self.encoder.eval()
         self.generator.eval()
         out = []
@@ -210,15 +210,10 @@ class Trainer:
 
     @torch.no_grad()
     def latents(self, x: torch.Tensor | np.ndarray, batch_size: int = 256) -> torch.Tensor:
-        x = torch.as_tensor(np.asarray(x, dtype=np.float32)) if not torch.is_tensor(x) else x
+        x = _as_features(x)
         self.encoder.eval()
         return torch.cat([self.encoder(x[i:i + batch_size].to(self.device))[0].cpu()
                           for i in range(0, len(x), batch_size)])
-
-    @torch.no_grad()
-    def embed(self, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
-        return torch.cat([self.clip.encode_images(images[i:i + batch_size].to(self.device)).cpu()
-                          for i in range(0, len(images), batch_size)]) if len(images) else torch.empty(0)
 
     @torch.no_grad()
     def validate(self, data: TrainData) -> dict[str, float]:
@@ -228,11 +223,10 @@ class Trainer:
         n = min(len(data), VAL_MAX_EVENTS)
         x, y = data.x[:n], data.y[:n].to(self.device)
         self.encoder.eval()
+        self.generator.eval()
         mu, logvar = self.encoder(x.to(self.device))
-        images = self.generate(x).to(self.device)
-        emb = self.embed(images).to(self.device)
-        target = self.stimulus_embeddings
-        cos = emb @ target.T
+        images = self.generator(mu).float()  # the latent mean, as generate() and the evaluation use
+        cos = self.clip.encode_images(images) @ self.stimulus_embeddings.T
         return {
             "val_rec": float((images - self.stimuli[y]).abs().mean()),
             "val_kl": float(kl_divergence(mu, logvar)),
@@ -319,6 +313,10 @@ class Trainer:
             return False
         self.load_state_dict(load_checkpoint(path, map_location=self.device))
         return True
+
+
+def _as_features(x) -> torch.Tensor:
+    return x if torch.is_tensor(x) else torch.as_tensor(np.asarray(x, dtype=np.float32))
 
 
 def write_history(history: list[dict], out_dir: str | Path) -> None:
