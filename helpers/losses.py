@@ -2,13 +2,20 @@
 
     L_G = lambda_adv * BCE(D(G(z)), real) + lambda_rec * L1(G(z), stimulus)
         + lambda_kl * KL(q(z|x) || N(0, I)) + lambda_clip * (1 - cos(CLIP(G(z)), CLIP(stimulus)))
+        [+ lambda_cls * CE(label_head(mu), digit)]   (optional; 0 = the seed's four-term loss)
     L_D = (BCE(D(stimulus), real) + BCE(D(G(z).detach()), fake)) / 2
 
 Conventions: KL and L1 are both means per element (KL over latent dimensions and batch, L1 over pixels);
 every BCE is the mean over the batch. The per-dimension KL is what makes the seed's weights (rec 10, kl 1)
 a working balance: with KL summed over the 128 latent dimensions, the posterior collapses to the prior and
 the generator draws one average digit for every EEG event (measured on the synthetic data: the oracle-label
-generator fell to chance), so lambda_kl = 1 would silently switch the EEG off. A term whose weight is 0 is left out of the total
+generator fell to chance), so lambda_kl = 1 would silently switch the EEG off.
+
+The optional fifth term is an auxiliary classifier on the latent mean (AC-GAN style). The image losses reach
+the encoder only through the generator, with the sampling noise in between; the digit label is the same
+information as the stimulus image the L1 and CLIP terms already compare with, given to the encoder directly.
+On the synthetic data, 6 CPU epochs, it lifted the validation judge top-1 from 0.39 to 0.45 (linear baseline
+0.50). A term whose weight is 0 is left out of the total
 (not multiplied by 0, which would still propagate NaNs) but is still computed and logged.
 """
 from __future__ import annotations
@@ -21,7 +28,9 @@ import torch.nn.functional as F
 
 from .semantic import semantic_loss
 
-WEIGHT_NAMES = ("lambda_adv", "lambda_rec", "lambda_kl", "lambda_clip")
+WEIGHT_NAMES = ("lambda_adv", "lambda_rec", "lambda_kl", "lambda_clip", "lambda_cls")
+# Weights a mapping may leave out, and the value they then take (the seed's loss has no label term).
+OPTIONAL_WEIGHTS = {"lambda_cls": 0.0}
 
 
 def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -45,15 +54,18 @@ def discriminator_loss(d_real_logits: torch.Tensor, d_fake_logits: torch.Tensor)
 
 
 def loss_weights(weights: Any) -> dict[str, float]:
-    """The four lambdas from a Config, any object with those attributes, or a mapping; checked >= 0."""
+    """The lambdas from a Config, any object with those attributes, or a mapping; checked >= 0.
+
+    ``lambda_cls`` may be missing (it is then 0, the seed's four-term loss); the other four are required.
+    """
     out = {}
     for name in WEIGHT_NAMES:
-        if isinstance(weights, Mapping):
-            if name not in weights:
-                raise KeyError(f"loss weights lack {name!r}; need {', '.join(WEIGHT_NAMES)}")
+        if isinstance(weights, Mapping) and name in weights:
             value = weights[name]
-        elif hasattr(weights, name):
+        elif not isinstance(weights, Mapping) and hasattr(weights, name):
             value = getattr(weights, name)
+        elif name in OPTIONAL_WEIGHTS:
+            value = OPTIONAL_WEIGHTS[name]
         else:
             raise KeyError(f"loss weights lack {name!r}; need {', '.join(WEIGHT_NAMES)}")
         value = float(value)
@@ -67,13 +79,15 @@ def loss_weights(weights: Any) -> dict[str, float]:
 
 def generator_losses(d_fake_logits: torch.Tensor | None, generated: torch.Tensor, target_images: torch.Tensor,
                      mu: torch.Tensor, logvar: torch.Tensor, gen_emb: torch.Tensor | None,
-                     target_emb: torch.Tensor | None, weights: Any) -> tuple[torch.Tensor, dict[str, float]]:
+                     target_emb: torch.Tensor | None, weights: Any, class_logits: torch.Tensor | None = None,
+                     labels: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """The encoder+generator objective and its terms.
 
     Returns ``(total, terms)``: ``total`` is the differentiable weighted sum; ``terms`` holds plain floats
-    ``adv``, ``rec`` (L1), ``kl``, ``clip`` (1 - cos) unweighted, and ``total``. ``d_fake_logits`` must be
+    ``adv``, ``rec`` (L1), ``kl``, ``clip`` (1 - cos), ``cls`` (cross-entropy of ``class_logits`` against the
+    digit ``labels``) unweighted, and ``total``. ``d_fake_logits`` must be
     D(generated) *without* detach (the generator learns through D). ``gen_emb`` / ``d_fake_logits`` may be
-    None only when their weight is 0 (the term is then logged as NaN): it lets a caller skip the CLIP or
+    None only when their weight is 0 (the term is then logged as NaN; likewise ``class_logits``/``labels``): it lets a caller skip the CLIP or
     discriminator forward pass entirely.
     """
     w = loss_weights(weights)
@@ -88,6 +102,8 @@ def generator_losses(d_fake_logits: torch.Tensor | None, generated: torch.Tensor
         "rec": (w["lambda_rec"], lambda: F.l1_loss(generated, target_images)),
         "kl": (w["lambda_kl"], lambda: kl_divergence(mu, logvar)),
         "clip": (w["lambda_clip"], (lambda: semantic_loss(gen_emb, target_emb)) if gen_emb is not None else None),
+        "cls": (w["lambda_cls"], (lambda: F.cross_entropy(class_logits, labels))
+                if class_logits is not None and labels is not None else None),
     }
     total = None
     terms: dict[str, float] = {}

@@ -53,25 +53,49 @@ def init_dcgan_(module: nn.Module) -> nn.Module:
     return module
 
 
+# The posterior starts narrow: log(sigma^2) = -6 (sigma = 0.05) for every event. With the usual start
+# (sigma = 1 in all 128 dimensions) the generator sees N(0, I) noise that drowns the EEG's small mean, learns
+# to ignore z and draws one average digit; on the synthetic data the linear encoder's validation judge top-1
+# after 6 CPU epochs went from 0.26 to 0.39 with this start (no adversarial term, tiny CLIP). The KL term
+# still pulls sigma towards 1 as far as the reconstruction allows.
+INITIAL_LOGVAR = -6.0
+N_CLASSES = 10
+
+
 class Encoder(nn.Module):
     """VAE encoder: feature vector [B, feature_dim] -> (mu, logvar), each [B, latent_dim].
 
-    LayerNorm rather than BatchNorm so that a batch of one (evaluation, demos) behaves like any other.
+    ``hidden_dim > 0``: two hidden layers (LayerNorm rather than BatchNorm, so that a batch of one behaves
+    like any other). ``hidden_dim = 0``: mu and logvar are linear in the features, like the linear EEG
+    baseline; with ~2,000 training events the MLP's 400 k weights overfit (train judge 0.97 vs 0.42 on
+    validation) where the linear map does not.
+
+    ``label_head`` maps mu to 10 digit logits. It is used only by the optional auxiliary term
+    ``lambda_cls * CE(label_head(mu), digit)`` (helpers.losses), which gives the encoder the direct,
+    noise-free signal that the image losses give only through the generator.
     """
 
     def __init__(self, feature_dim: int = 264, hidden_dim: int = 512, latent_dim: int = 128,
                  dropout: float = 0.1):
         super().__init__()
-        for name, v in (("feature_dim", feature_dim), ("hidden_dim", hidden_dim), ("latent_dim", latent_dim)):
-            if int(v) < 1:
-                raise ValueError(f"{name} must be a positive int, got {v!r}")
+        for name, v, lo in (("feature_dim", feature_dim, 1), ("hidden_dim", hidden_dim, 0),
+                            ("latent_dim", latent_dim, 1)):
+            if isinstance(v, bool) or int(v) != v or int(v) < lo:
+                raise ValueError(f"{name} must be an int >= {lo}, got {v!r}")
         self.feature_dim, self.hidden_dim, self.latent_dim = int(feature_dim), int(hidden_dim), int(latent_dim)
-        self.body = nn.Sequential(
-            nn.Linear(feature_dim, hidden_dim), nn.LayerNorm(hidden_dim), nn.LeakyReLU(0.2), nn.Dropout(dropout),
-            nn.Linear(hidden_dim, hidden_dim), nn.LayerNorm(hidden_dim), nn.LeakyReLU(0.2),
-        )
-        self.mu = nn.Linear(hidden_dim, latent_dim)
-        self.logvar = nn.Linear(hidden_dim, latent_dim)
+        if self.hidden_dim:
+            self.body = nn.Sequential(
+                nn.Linear(feature_dim, hidden_dim), nn.LayerNorm(hidden_dim), nn.LeakyReLU(0.2), nn.Dropout(dropout),
+                nn.Linear(hidden_dim, hidden_dim), nn.LayerNorm(hidden_dim), nn.LeakyReLU(0.2),
+            )
+        else:
+            self.body = nn.Identity()
+        width = self.hidden_dim or self.feature_dim
+        self.mu = nn.Linear(width, latent_dim)
+        self.logvar = nn.Linear(width, latent_dim)
+        nn.init.zeros_(self.logvar.weight)
+        nn.init.constant_(self.logvar.bias, INITIAL_LOGVAR)
+        self.label_head = nn.Linear(latent_dim, N_CLASSES)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if x.ndim != 2 or x.shape[1] != self.feature_dim:

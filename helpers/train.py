@@ -3,7 +3,8 @@
 One step (DESIGN section 8):
 
 1. discriminator on (stimulus images, generated.detach());
-2. encoder + generator on ``adv * GAN + rec * L1 + kl * KL + clip * (1 - cos(CLIP(generated), CLIP(stimulus)))``.
+2. encoder + generator on ``adv * GAN + rec * L1 + kl * KL + clip * (1 - cos(CLIP(generated), CLIP(stimulus)))``
+   (``+ cls * CE(label_head(mu), digit)`` when ``lambda_cls > 0``).
 
 Why it is faster than the seed's step: the 10 stimulus embeddings are computed once (the seed re-encoded the
 targets every step), and CLIP's weights are frozen with ``requires_grad_(False)`` so backward computes only
@@ -152,8 +153,9 @@ class Trainer:
             k = c.clip_batch if 0 < c.clip_batch < len(y) else len(y)
             gen_emb = self.clip.encode_images(fake[:k])
             target_emb = self.stimulus_embeddings[y[:k]]
+        logits = self.encoder.label_head(mu.float()) if c.lambda_cls > 0 else None
         total, terms = generator_losses(d_fake.float(), fake, real, mu.float(), logvar.float(), gen_emb,
-                                        target_emb, c)
+                                        target_emb, c, class_logits=logits, labels=y)
         # A term left out (weight 0) is logged as NaN on purpose; only the weighted ones must be finite.
         self._check_finite({k: v for k, v in terms.items() if k == "total" or getattr(c, f"lambda_{k}") > 0})
         total.backward()
@@ -217,7 +219,8 @@ class Trainer:
 
     @torch.no_grad()
     def validate(self, data: TrainData) -> dict[str, float]:
-        """Reconstruction, KL and semantic loss plus semantic top-1 on (at most VAL_MAX_EVENTS) validation events."""
+        """Reconstruction, KL and semantic loss, semantic top-1 and the label head's top-1 on (at most
+        VAL_MAX_EVENTS) validation events."""
         if len(data) == 0:
             return {}
         n = min(len(data), VAL_MAX_EVENTS)
@@ -232,6 +235,8 @@ class Trainer:
             "val_kl": float(kl_divergence(mu, logvar)),
             "val_clip": float((1 - cos[torch.arange(n), y]).mean()),
             "val_semantic_top1": float((cos.argmax(dim=1) == y).float().mean()),
+            # What the encoder itself decodes (meaningful when lambda_cls > 0 trains the head).
+            "val_label_head_top1": float((self.encoder.label_head(mu).argmax(dim=1) == y).float().mean()),
         }
 
     def fit(self, train: TrainData, val: TrainData | None = None, epochs: int | None = None,

@@ -1,7 +1,7 @@
 """Widget callbacks for notebook 04: plain, unit-tested functions; the widgets only call them.
 
-The loss-weight explorer in notebook 04 is four sliders (``lambda_adv``, ``lambda_rec``, ``lambda_kl``,
-``lambda_clip``), an epochs slider and a button. Everything the button does lives here:
+The loss-weight explorer in notebook 04 is five sliders (``lambda_adv``, ``lambda_rec``, ``lambda_kl``,
+``lambda_clip``, ``lambda_cls``), an epochs slider and a button. Everything the button does lives here:
 
     controls = make_controls(config)               # dict of ipywidgets (sliders, button, two Output areas)
     session = TrainingSession(config, train, val, semantic)
@@ -24,12 +24,13 @@ import numpy as np
 
 from helpers.losses import WEIGHT_NAMES, loss_weights
 
-# Slider ranges: (min, max, step). The defaults of the design (1 / 10 / 1 / 5) sit inside every range.
+# Slider ranges: (min, max, step). The defaults of the design (1 / 10 / 1 / 5, label term 0 or 1) sit inside.
 SLIDER_RANGES: dict[str, tuple[float, float, float]] = {
     "lambda_adv": (0.0, 5.0, 0.1),
     "lambda_rec": (0.0, 50.0, 0.5),
     "lambda_kl": (0.0, 5.0, 0.1),
     "lambda_clip": (0.0, 20.0, 0.5),
+    "lambda_cls": (0.0, 5.0, 0.1),
 }
 EPOCHS_RANGE = (1, 20)
 # Loss terms drawn in the curves, with the label each gets.
@@ -39,6 +40,7 @@ CURVE_TERMS: dict[str, str] = {
     "train_rec": "L1 reconstruction",
     "train_kl": "KL",
     "train_clip": "semantic 1 - cos",
+    "train_cls": "label cross-entropy",
     "train_disc": "discriminator",
 }
 VAL_TERMS: dict[str, str] = {"val_clip": "val semantic 1 - cos", "val_semantic_top1": "val semantic top-1"}
@@ -47,7 +49,7 @@ VAL_TERMS: dict[str, str] = {"val_clip": "val semantic 1 - cos", "val_semantic_t
 # ------------------------------------------------------------------------------------------- values
 
 def weights_from_sliders(values: Mapping[str, Any]) -> dict[str, float | int]:
-    """Check the slider values and return ``{lambda_adv, lambda_rec, lambda_kl, lambda_clip, epochs}``.
+    """Check the slider values and return ``{lambda_adv, lambda_rec, lambda_kl, lambda_clip, lambda_cls, epochs}``.
 
     Each weight must be a finite number >= 0 and not all may be 0 (helpers.losses.loss_weights); epochs
     must be a whole number in EPOCHS_RANGE. Unknown keys are an error (a typo must not be ignored).
@@ -76,7 +78,7 @@ def weights_from_sliders(values: Mapping[str, Any]) -> dict[str, float | int]:
 def make_controls(config, epochs: int = 1) -> dict:
     """The widgets of the loss-weight explorer, set to ``config``'s weights.
 
-    Keys: the four ``lambda_*`` FloatSliders, ``epochs`` (IntSlider), ``button``, ``status`` (Label),
+    Keys: the five ``lambda_*`` FloatSliders, ``epochs`` (IntSlider), ``button``, ``status`` (Label),
     ``loss_out`` and ``images_out`` (Output areas the callback draws into), ``box`` (the laid-out whole).
     """
     import ipywidgets as w

@@ -67,9 +67,28 @@ def test_generator_losses_terms_and_weighted_total():
     assert terms["total"] == pytest.approx(math.log(2.0) + 10 * 0.5 + 0 + 5 * 0.5, rel=1e-6)
     assert total.item() == pytest.approx(terms["total"])
     assert all(isinstance(v, float) for v in terms.values())
-    # A Config with the same lambdas gives the same answer (the defaults are 1 / 10 / 1 / 5).
-    cfg_total, _ = losses.generator_losses(*_known_inputs(), make_config("ci"))
+    assert math.isnan(terms["cls"])  # no logits given and lambda_cls absent = 0: the seed's four terms
+    # A Config with the same lambdas gives the same answer (the defaults are 1 / 10 / 1 / 5, no label term).
+    cfg_total, _ = losses.generator_losses(*_known_inputs(), make_config("gpu"))
     assert cfg_total.item() == pytest.approx(total.item())
+
+
+def test_label_term_adds_lambda_cls_times_cross_entropy_and_trains_the_logits():
+    logits = torch.zeros(2, 10, requires_grad=True)  # uniform over 10 digits: CE = ln 10
+    labels = torch.tensor([3, 7])
+    weights = dict(lambda_adv=1.0, lambda_rec=10.0, lambda_kl=1.0, lambda_clip=5.0, lambda_cls=2.0)
+    total, terms = losses.generator_losses(*_known_inputs(), weights, class_logits=logits, labels=labels)
+    assert terms["cls"] == pytest.approx(math.log(10.0), rel=1e-6)
+    assert terms["total"] == pytest.approx(math.log(2.0) + 5 + 2.5 + 2 * math.log(10.0), rel=1e-6)
+    total.backward()
+    # d CE / d logit = softmax - onehot, averaged over the batch, times lambda_cls.
+    expected = torch.full((2, 10), 0.1)
+    expected[0, 3] -= 1.0
+    expected[1, 7] -= 1.0
+    assert torch.allclose(logits.grad, 2.0 * expected / 2, atol=1e-6)
+    # The profiles that use it must be given the logits: no silent four-term loss.
+    with pytest.raises(ValueError, match="lambda_cls"):
+        losses.generator_losses(*_known_inputs(), make_config("cpu"))
 
 
 def test_zero_weight_terms_are_logged_but_left_out():

@@ -76,7 +76,10 @@ def test_bad_overrides_and_mismatched_resume_fail_cleanly(cli_run):
 
 @pytest.mark.parametrize("mode", ["null", "session_blocks"])
 def test_no_leakage_on_data_without_per_event_class_signal(mode, tmp_path, monkeypatch, judge):
-    """No per-event class information: the judge and the linear baseline stay within chance's 95 % interval.
+    """No per-event class information: the judge and the linear baseline stay below chance's 95 % upper bound.
+
+    Leakage would push the numbers up; the check is one-sided because a nearly constant generator (one
+    epoch) can score below chance when the held-out block holds only some of the digits (session blocks).
 
     "session_blocks": the digit follows recording sessions, each with its own drift, and nothing else; a
     random split would learn drift -> digit and look good. With many short sessions, the held-out block holds
@@ -97,7 +100,7 @@ def test_no_leakage_on_data_without_per_event_class_signal(mode, tmp_path, monke
     trainer.fit(*train_data(prepared), progress=False)
     m = evaluate_trainer(trainer, prepared, semantic, tmp_path / "out", judge=judge, figures=False,
                          n_permutations=200, log=lambda *_: None)
-    lo, hi = chance_interval(m["n_test_events"], 0.1)
+    _, hi = chance_interval(m["n_test_events"], 0.1)
     for key in ("linear_baseline_top1", "judge_top1"):
-        assert lo <= m[key] <= hi, f"{key} = {m[key]:.3f} outside chance's interval [{lo:.3f}, {hi:.3f}]"
+        assert m[key] <= hi, f"{key} = {m[key]:.3f} above chance's 95 % upper bound {hi:.3f}: leakage?"
     assert m["linear_baseline_top1_p_value"] > 0.05

@@ -16,7 +16,9 @@ from helpers.config import make_config
 def test_weights_from_sliders_returns_checked_floats_and_int_epochs():
     got = widgets.weights_from_sliders({"lambda_adv": 1, "lambda_rec": 10.0, "lambda_kl": 0.5,
                                         "lambda_clip": 5, "epochs": 3.0})
-    assert got == {"lambda_adv": 1.0, "lambda_rec": 10.0, "lambda_kl": 0.5, "lambda_clip": 5.0, "epochs": 3}
+    # lambda_cls may be left out: it is then 0 (the seed's four-term loss).
+    assert got == {"lambda_adv": 1.0, "lambda_rec": 10.0, "lambda_kl": 0.5, "lambda_clip": 5.0, "lambda_cls": 0.0,
+                   "epochs": 3}
     assert isinstance(got["epochs"], int) and all(isinstance(got[k], float) for k in widgets.WEIGHT_NAMES)
 
 
@@ -46,7 +48,7 @@ def test_controls_start_at_the_config_and_read_back():
     c = widgets.make_controls(config, epochs=2)
     assert c["lambda_clip"].value == 2.5 and c["lambda_rec"].value == 20.0 and c["epochs"].value == 2
     assert widgets.read_values(c) == {"lambda_adv": 1.0, "lambda_rec": 20.0, "lambda_kl": 1.0,
-                                      "lambda_clip": 2.5, "epochs": 2}
+                                      "lambda_clip": 2.5, "lambda_cls": 1.0, "epochs": 2}
     c["lambda_clip"].value = 0.0
     assert widgets.read_values(c)["lambda_clip"] == 0.0
     for key in ("button", "status", "loss_out", "images_out", "box"):
