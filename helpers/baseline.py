@@ -36,9 +36,9 @@ class BaselineResult:
     @property
     def confusion(self) -> np.ndarray:
         """[true digit, predicted digit] counts on the test events."""
-        cm = np.zeros((N_CLASSES, N_CLASSES), dtype=np.int64)
-        np.add.at(cm, (self.labels, self.predictions), 1)
-        return cm
+        from helpers.evaluate import confusion
+
+        return confusion(self.predictions, self.labels, N_CLASSES)
 
     def to_dict(self) -> dict:
         """Plain Python types (for metrics.json); the per-event scores stay out."""

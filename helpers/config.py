@@ -15,6 +15,8 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PROFILE_ENV = "EEG2IMG_PROFILE"
 DEFAULT_PROFILE = "cpu"
+# The one wording that logs, figures and notebooks attach to results made with an untrained CLIP.
+UNTRAINED_CLIP_NOTE = "UNTRAINED CLIP: the semantic loss and semantic scores carry no meaning"
 
 
 def dataset_dir() -> Path:

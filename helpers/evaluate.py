@@ -136,10 +136,7 @@ def _check_scores(scores, labels: np.ndarray, name: str, n_classes: int) -> np.n
 
 def top_k_predictions(scores, k: int = 3) -> np.ndarray:
     """The k best classes per row, best first ``int64 [n, k]``; ties go to the lower class index."""
-    scores = _as_2d(scores, "scores")
-    if not 1 <= k <= scores.shape[1]:
-        raise ValueError(f"k={k} must be between 1 and {scores.shape[1]}")
-    return np.argsort(-scores, axis=1, kind="stable")[:, :k].astype(np.int64)
+    return stats.top_k_classes(_as_2d(scores, "scores"), k)
 
 
 def confusion(pred, labels, n_classes: int = N_CLASSES) -> np.ndarray:

@@ -24,7 +24,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from helpers.config import Config, active_profile, dataset_dir, make_config, results_dir
+from helpers.config import UNTRAINED_CLIP_NOTE, Config, active_profile, dataset_dir, make_config, results_dir
 from helpers.datasets import REAL_FILE
 
 # Approximate 2-D positions (x: left -> right, y: back -> front; the head circle has radius 1) of the
@@ -568,7 +568,7 @@ def plot_cosine_matrix(matrix, trained: bool, title: str = "CLIP cosine similari
     ax.set_xlabel("stimulus digit")
     ax.set_ylabel("stimulus digit")
     fig.colorbar(im, ax=ax, shrink=0.8)
-    note = "" if trained else "\nUNTRAINED CLIP (random weights): these similarities mean nothing"
+    note = "" if trained else f"\n{UNTRAINED_CLIP_NOTE}"
     ax.set_title(title + note, fontsize=9, color="black" if trained else "#b00000")
     return fig
 
@@ -759,7 +759,7 @@ def plot_comparison(histories: Mapping[float, list[dict]], trained_clip: bool = 
         ax.set_xlabel("epoch")
         ax.legend(fontsize=7)
     if not trained_clip:
-        fig.suptitle("UNTRAINED CLIP: the comparison shows the mechanics only", color="#b00000", fontsize=9)
+        fig.suptitle(UNTRAINED_CLIP_NOTE, color="#b00000", fontsize=9)
     return fig
 
 

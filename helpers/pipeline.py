@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from helpers.config import Config, dataset_dir, make_config, results_dir
+from helpers.config import UNTRAINED_CLIP_NOTE, Config, dataset_dir, make_config, results_dir
 
 
 @dataclass
@@ -246,7 +246,7 @@ def evaluate_trainer(trainer, prepared: PreparedData, semantic: SemanticSetup, o
     log(f"test events {metrics['n_test_events']}: judge top-1 {metrics['judge_top1']:.3f}, semantic top-1 "
         f"{metrics['semantic_top1']:.3f}, linear baseline {metrics['linear_baseline_top1']:.3f}, chance "
         f"{metrics['chance_top1']:.2f} (95% bound {metrics['chance_top1_upper95']:.3f})"
-        + ("" if clip.trained else "  [UNTRAINED CLIP: semantic numbers carry no meaning]"))
+        + ("" if clip.trained else f"  [{UNTRAINED_CLIP_NOTE}]"))
     return metrics
 
 

@@ -31,6 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from helpers.config import UNTRAINED_CLIP_NOTE
+
 TINY_CLIP_NAME = "eeg2img-tiny"
 # About 0.3 M image parameters, 64 x 64 input (so the ci profile's 32 x 32 images are upsampled, as the
 # cpu profile's 64 x 64 are for ViT-B-32). The text tower keeps CLIP's vocabulary so the stock tokenizer
@@ -152,7 +154,7 @@ class FrozenClip(nn.Module):
 
     def describe(self) -> str:
         """One line for logs, notebooks and figure captions; says loudly when CLIP is untrained."""
-        note = "" if self.trained else "  [UNTRAINED CLIP: semantic scores are NOT meaningful]"
+        note = "" if self.trained else f"  [{UNTRAINED_CLIP_NOTE}]"
         return f"CLIP {self.model_name} ({self.weights}), input {self.image_size}, embed {self.embed_dim}{note}"
 
     def extra_repr(self) -> str:

@@ -11,17 +11,26 @@ import numpy as np
 from scipy import stats as _st
 
 
+def top_k_classes(scores: np.ndarray, k: int) -> np.ndarray:
+    """The k best classes per row of ``scores`` [n, classes], best first, ``int64 [n, k]``.
+
+    Stable argsort on -scores: equal scores keep class order, so a constant scorer is deterministic.
+    """
+    scores = np.asarray(scores)
+    if scores.ndim != 2:
+        raise ValueError(f"scores must be [n, classes], got shape {scores.shape}")
+    if not 1 <= k <= scores.shape[1]:
+        raise ValueError(f"k={k} must be between 1 and the number of classes ({scores.shape[1]})")
+    return np.argsort(-scores, axis=1, kind="stable")[:, :k].astype(np.int64)
+
+
 def topk_correct(scores: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
     """Boolean per row: is the true label among the k highest scores? Ties broken by class index."""
     scores = np.asarray(scores)
     labels = np.asarray(labels)
     if scores.ndim != 2 or scores.shape[0] != labels.shape[0]:
         raise ValueError(f"scores must be [n, classes] matching labels [n]; got {scores.shape} and {labels.shape}")
-    if not 1 <= k <= scores.shape[1]:
-        raise ValueError(f"k={k} must be between 1 and the number of classes ({scores.shape[1]})")
-    # Stable argsort on -scores: equal scores keep class order, so a constant scorer is deterministic.
-    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-    return (order == labels[:, None]).any(axis=1)
+    return (top_k_classes(scores, k) == labels[:, None]).any(axis=1)
 
 
 def topk_accuracy(scores: np.ndarray, labels: np.ndarray, k: int = 1) -> float:

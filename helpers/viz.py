@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
+from helpers.config import UNTRAINED_CLIP_NOTE
+
 # Border colours of the signature grid (DESIGN section 9).
 TRUE_COLOR = "#2ca02c"      # green: the stimulus the subject saw
 GOLD = "#d4af37"
@@ -26,7 +28,7 @@ RANK_COLORS = (GOLD, SILVER, BRONZE)
 GENERATED_COLOR = "#404040"
 CHECK_MARK = "\u2713"  # in DejaVu Sans, matplotlib's default font
 
-UNTRAINED_TEXT = "UNTRAINED CLIP: semantic loss and scores are mechanics only"
+UNTRAINED_TEXT = UNTRAINED_CLIP_NOTE
 SYNTHETIC_TEXT = "SYNTHETIC DATA: not a recording of a brain"
 _BANNER_INCHES = 0.32  # height reserved at the top of a figure per banner
 

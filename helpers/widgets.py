@@ -22,6 +22,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from helpers.config import UNTRAINED_CLIP_NOTE
 from helpers.losses import WEIGHT_NAMES, loss_weights
 
 # Slider ranges: (min, max, step). The defaults of the design (1 / 10 / 1 / 5, label term 0 or 1) sit inside.
@@ -264,7 +265,7 @@ def on_train_clicked(session: TrainingSession, values: Mapping[str, Any], loss_o
     x_show, y_show = session.val.x[idx], session.val.y[idx].numpy()
     banner = ""
     if not getattr(session.semantic.clip, "trained", True):
-        banner = "UNTRAINED CLIP: the semantic loss and semantic top-1 carry no meaning"
+        banner = UNTRAINED_CLIP_NOTE
     label = ", ".join(f"{k.replace('lambda_', '')} {v:g}" for k, v in weights.items())
     figs: dict = {}
 

@@ -4,7 +4,7 @@ import pytest
 
 from helpers.config import PROFILES, Config, active_profile, make_config, parse_overrides
 
-CONTRACT_FIELDS = ["lambda_adv", "lambda_rec", "lambda_kl", "lambda_clip", "batch_size", "epochs",
+CONTRACT_FIELDS = ["lambda_adv", "lambda_rec", "lambda_kl", "lambda_clip", "lambda_cls", "batch_size", "epochs",
                    "learning_rate", "latent_dim", "image_size", "feature_dim", "clip_model",
                    "clip_weights", "seed"]
 
@@ -13,6 +13,9 @@ def test_defaults_are_the_designed_ones():
     c = Config()
     assert (c.lambda_adv, c.lambda_rec, c.lambda_kl, c.lambda_clip) == (1.0, 10.0, 1.0, 5.0)
     assert (c.batch_size, c.epochs, c.learning_rate, c.latent_dim, c.feature_dim) == (16, 20, 2e-4, 128, 264)
+    # The seed's four-term loss and MLP encoder by default, and in the gpu profile (the seed's configuration).
+    for cfg in (c, make_config("gpu")):
+        assert cfg.lambda_cls == 0.0 and cfg.hidden_dim == 512
     for name in CONTRACT_FIELDS:
         assert hasattr(c, name)
 

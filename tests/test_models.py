@@ -63,6 +63,22 @@ def test_wrong_input_shapes_are_clear_errors():
         models.Discriminator(32)(torch.randn(4, 3, 64, 64))
 
 
+def test_linear_encoder_starts_with_a_narrow_posterior_and_has_a_label_head():
+    enc = models.Encoder(feature_dim=264, hidden_dim=0, latent_dim=8)
+    # mu and logvar linear in the features (plus biases), and the 10-way head on mu: nothing else.
+    assert models.count_parameters(enc) == 2 * (264 * 8 + 8) + (8 * 10 + 10)
+    x = torch.randn(5, 264)
+    mu, logvar = enc(x)
+    assert torch.allclose(logvar, torch.full((5, 8), models.INITIAL_LOGVAR))  # sigma = 0.05 for every event
+    assert torch.allclose(enc.mu(x), mu)
+    assert enc.label_head(mu).shape == (5, 10)
+    assert torch.allclose(models.Encoder(264, 32, 8)(x)[1], torch.full((5, 8), models.INITIAL_LOGVAR))
+    with pytest.raises(ValueError, match="hidden_dim"):
+        models.Encoder(264, -1, 8)
+    with pytest.raises(ValueError, match="latent_dim"):
+        models.Encoder(264, 0, 0)
+
+
 def test_encoder_accepts_a_batch_of_one_in_train_mode():
     enc = models.Encoder(264, 32, 8).train()
     mu, logvar = enc(torch.randn(1, 264))  # LayerNorm, not BatchNorm: no "expected more than 1 value"

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from helpers import models, semantic
+from helpers.config import UNTRAINED_CLIP_NOTE
 from helpers.semantic import TINY_CLIP_NAME, ClipUnavailableError, StaleCacheError
 
 
@@ -245,7 +246,7 @@ def test_auto_falls_back_to_untrained_loudly(capsys):
         clip = semantic.load_clip(TINY_CLIP_NAME, weights="auto")
     assert clip.trained is False and clip.weights == "untrained"
     assert "UNTRAINED CLIP" in capsys.readouterr().out
-    assert "NOT meaningful" in clip.describe()
+    assert UNTRAINED_CLIP_NOTE in clip.describe()
 
 
 def test_pretrained_comes_from_a_populated_cache_offline(clip, tmp_path, monkeypatch):

@@ -19,11 +19,11 @@ from helpers.train import Trainer, TrainData, TrainingDivergedError
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def toy_data(n=96, seed=0, feature_dim=264):
+def toy_data(n=96, seed=0, feature_dim=264, strength=2.0):
     rng = np.random.default_rng(seed)
     y = rng.integers(0, 10, n)
     x = rng.normal(size=(n, feature_dim)).astype(np.float32)
-    x[:, :10] += 2 * np.eye(10, dtype=np.float32)[y]
+    x[:, :10] += strength * np.eye(10, dtype=np.float32)[y]
     return TrainData.from_numpy(x, y)
 
 
@@ -90,6 +90,21 @@ def test_lambda_clip_changes_what_the_generator_learns(clip_and_stimuli):
     assert any(not torch.equal(w0[k], w5[k]) for k in w0 if k.startswith("generator."))
     assert np.isnan(runs[0.0][1][0]["train_clip"])  # not computed when its weight is 0 ...
     assert np.isfinite(runs[5.0][1][0]["train_clip"])  # ... computed and logged otherwise
+
+
+def test_label_term_teaches_the_encoder_the_digit_and_is_off_at_zero(clip_and_stimuli):
+    # Separable toy features: with lambda_cls the label head decodes the held-out events; without it the head
+    # is never trained (its weights stay at their initial values) and the term is not in the loss.
+    train, val = toy_data(320, strength=5.0), toy_data(96, seed=1, strength=5.0)
+    on = make_trainer(clip_and_stimuli, epochs=3, lambda_cls=1.0, learning_rate=2e-3)
+    hist = on.fit(train, val, progress=False)
+    assert hist[-1]["val_label_head_top1"] >= 0.8
+    assert hist[-1]["train_cls"] < hist[0]["train_cls"]
+    off = make_trainer(clip_and_stimuli, epochs=1, lambda_cls=0.0)
+    head0 = {k: v.clone() for k, v in off.encoder.label_head.state_dict().items()}
+    hist = off.fit(train, val, progress=False)
+    assert np.isnan(hist[0]["train_cls"])
+    assert all(torch.equal(head0[k], v) for k, v in off.encoder.label_head.state_dict().items())
 
 
 def test_clip_batch_sends_a_subset_through_clip(clip_and_stimuli):
