@@ -186,17 +186,10 @@ def status(config: Config, loaded: Any = None, clip: Any = None) -> Status:
 # ------------------------------------------------------------------------------------------- notebook 01
 
 def load_data(config: Config, data_path: str | Path | None = None):
-    """The events the pipeline will use, loaded with the same arguments as :func:`helpers.pipeline.prepare_data`.
+    """The events the pipeline will use (:func:`helpers.pipeline.load_events`, which prepare_data calls too)."""
+    from helpers.pipeline import load_events
 
-    A given file (or ``dataset/EP1.01.txt`` when present) is capped by ``config.max_events`` (0 = all events);
-    the synthetic default is sized by ``config.synthetic_events``. A test checks that both calls agree.
-    """
-    from helpers.datasets import load_dataset
-
-    given = data_path is not None or real_data_path().is_file()
-    return load_dataset(data_path, n_events=(config.max_events or None) if given else config.synthetic_events,
-                        strength=config.synthetic_strength, seed=config.seed,
-                        label_mode=config.synthetic_label_mode)
+    return load_events(config, data_path)
 
 
 def raw_lines(path: str | Path, n: int = 3, max_values: int = 6) -> list[str]:

@@ -48,18 +48,25 @@ class PreparedData:
                 f"{self.rejected}; features {self.train.X.shape[1]}-dim.\n{self.baseline}")
 
 
+def load_events(config: Config, data_path: str | Path | None = None):
+    """The events a run uses (``helpers.datasets.LoadedData``): a given file, else ``dataset/EP1.01.txt`` when
+    present, both capped by ``config.max_events`` (0 = all); otherwise the synthetic default of
+    ``config.synthetic_events`` events."""
+    from helpers.datasets import REAL_FILE, load_dataset
+
+    given = data_path is not None or (dataset_dir() / REAL_FILE).is_file()
+    return load_dataset(data_path, n_events=(config.max_events or None) if given else config.synthetic_events,
+                        strength=config.synthetic_strength, seed=config.seed,
+                        label_mode=config.synthetic_label_mode)
+
+
 def prepare_data(config: Config, data_path: str | Path | None = None) -> PreparedData:
     """Load (or generate) the data, split by contiguous event-id blocks, fit features and the baseline."""
     from helpers.baseline import features_baseline
-    from helpers.datasets import REAL_FILE, load_dataset
     from helpers.features import FeatureConfig, FeaturePipeline, digit_events
     from helpers.splits import assert_disjoint, block_split
 
-    # A given file (or dataset/EP1.01.txt) is capped by max_events; the synthetic default is sized by the profile.
-    given = data_path is not None or (dataset_dir() / REAL_FILE).is_file()
-    loaded = load_dataset(data_path, n_events=(config.max_events or None) if given else config.synthetic_events,
-                          strength=config.synthetic_strength, seed=config.seed,
-                          label_mode=config.synthetic_label_mode)
+    loaded = load_events(config, data_path)
     digits, n_non_digit = digit_events(loaded.events)
     if len(digits) < 30:
         raise ValueError(f"only {len(digits)} digit events in {loaded.source}: too few to split and train")

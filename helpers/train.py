@@ -219,8 +219,8 @@ class Trainer:
 
     @torch.no_grad()
     def validate(self, data: TrainData) -> dict[str, float]:
-        """Reconstruction, KL and semantic loss, semantic top-1 and the label head's top-1 on (at most
-        VAL_MAX_EVENTS) validation events."""
+        """Reconstruction, KL and semantic loss, semantic top-1 (and the label head's top-1 when lambda_cls > 0)
+        on (at most VAL_MAX_EVENTS) validation events."""
         if len(data) == 0:
             return {}
         n = min(len(data), VAL_MAX_EVENTS)
@@ -230,14 +230,15 @@ class Trainer:
         mu, logvar = self.encoder(x.to(self.device))
         images = self.generator(mu).float()  # the latent mean, as generate() and the evaluation use
         cos = self.clip.encode_images(images) @ self.stimulus_embeddings.T
-        return {
+        row = {
             "val_rec": float((images - self.stimuli[y]).abs().mean()),
             "val_kl": float(kl_divergence(mu, logvar)),
             "val_clip": float((1 - cos[torch.arange(n), y]).mean()),
             "val_semantic_top1": float((cos.argmax(dim=1) == y).float().mean()),
-            # What the encoder itself decodes (meaningful when lambda_cls > 0 trains the head).
-            "val_label_head_top1": float((self.encoder.label_head(mu).argmax(dim=1) == y).float().mean()),
         }
+        if self.config.lambda_cls > 0:  # what the encoder itself decodes; an untrained head would mean nothing
+            row["val_label_head_top1"] = float((self.encoder.label_head(mu).argmax(dim=1) == y).float().mean())
+        return row
 
     def fit(self, train: TrainData, val: TrainData | None = None, epochs: int | None = None,
             progress: bool | None = None, on_epoch_end: Callable[["Trainer", dict], None] | None = None) -> list[dict]:

@@ -103,7 +103,7 @@ def test_label_term_teaches_the_encoder_the_digit_and_is_off_at_zero(clip_and_st
     off = make_trainer(clip_and_stimuli, epochs=1, lambda_cls=0.0)
     head0 = {k: v.clone() for k, v in off.encoder.label_head.state_dict().items()}
     hist = off.fit(train, val, progress=False)
-    assert np.isnan(hist[0]["train_cls"])
+    assert np.isnan(hist[0]["train_cls"]) and "val_label_head_top1" not in hist[0]
     assert all(torch.equal(head0[k], v) for k, v in off.encoder.label_head.state_dict().items())
 
 
