@@ -25,8 +25,18 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET_S = {"ci": 120.0, "cpu": 900.0}
-HEADLINE = ("n_test_events", "judge_top1", "semantic_top1", "linear_baseline_top1", "chance_top1_upper95",
-            "oracle_top1", "clip_semantic")
+HEADLINE = ("n_test_events", "judge_top1", "judge_top1_p_value", "semantic_top1", "linear_baseline_top1",
+            "oracle_label_judge_top1", "chance_top1_upper95", "oracle_top1", "clip_semantic")
+# Runs the command and prints its peak memory: a fresh wrapper per profile, so that RUSAGE_CHILDREN's maximum
+# belongs to that profile's run alone.
+_WRAPPER = ("import resource, subprocess, sys; rc = subprocess.run(sys.argv[1:]).returncode; "
+            "print('PEAK_RSS_KB', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); "
+            "sys.exit(rc)")
+
+
+def _peak_kb(stderr: str) -> float:
+    lines = [ln for ln in stderr.splitlines() if ln.startswith("PEAK_RSS_KB ")]
+    return float(lines[-1].split()[1]) if lines else float("nan")
 
 
 def run_profile(profile: str, overrides: list[str]) -> dict:
@@ -38,7 +48,8 @@ def run_profile(profile: str, overrides: list[str]) -> dict:
             cmd += ["--set", item]
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
-        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+        proc = subprocess.run([sys.executable, "-c", _WRAPPER, *cmd], cwd=ROOT, env=env, capture_output=True,
+                              text=True)
         wall = time.perf_counter() - t0
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         if proc.returncode != 0:
@@ -48,7 +59,7 @@ def run_profile(profile: str, overrides: list[str]) -> dict:
     return {
         "profile": profile, "overrides": overrides, "wall_s": wall,
         "cpu_s": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
-        "peak_rss_gb": after.ru_maxrss / 1e6,  # Linux: kilobytes
+        "peak_rss_gb": _peak_kb(proc.stderr) / 1e6,  # Linux: kilobytes
         "target_s": TARGET_S.get(profile), "epochs": len(history),
         "epoch_s": [row["seconds"] for row in history],
         "metrics": {k: metrics.get(k) for k in HEADLINE},

@@ -20,7 +20,8 @@ def main(argv: list[str]) -> int:
         ("parse", ["bench_parse.py"] + (["--events", "5000"] if quick else [])),
         ("features", ["bench_features.py"] + (["--n", "5000", "--naive-n", "200"] if quick else [])),
         ("train (CPU)", ["bench_train.py"] + (["--steps", "3"] if quick else [])),
-        ("whole run", ["bench_run.py", "--profiles", "ci"] + ([] if quick else ["cpu"])),
+        ("whole run", ["bench_run.py", "--profiles", "ci"]
+         + (["--out", str(HERE / "results" / "run_quick.json")] if quick else ["cpu"])),
     ]
     try:
         import torch

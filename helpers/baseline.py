@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from helpers.stats import Accuracy, accuracy_report
+from helpers.stats import Accuracy, accuracy_report, confusion_counts
 
 N_CLASSES = 10
 LOGREG_C_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
@@ -36,9 +36,7 @@ class BaselineResult:
     @property
     def confusion(self) -> np.ndarray:
         """[true digit, predicted digit] counts on the test events."""
-        from helpers.evaluate import confusion
-
-        return confusion(self.predictions, self.labels, N_CLASSES)
+        return confusion_counts(self.predictions, self.labels, N_CLASSES)
 
     def to_dict(self) -> dict:
         """Plain Python types (for metrics.json); the per-event scores stay out."""

@@ -16,7 +16,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 PROFILE_ENV = "EEG2IMG_PROFILE"
 DEFAULT_PROFILE = "cpu"
 # The one wording that logs, figures and notebooks attach to results made with an untrained CLIP.
-UNTRAINED_CLIP_NOTE = "UNTRAINED CLIP: the semantic loss and semantic scores carry no meaning"
+# A random CLIP is still a fixed image embedding, so its scores follow how alike images look, not what they mean.
+UNTRAINED_CLIP_NOTE = "UNTRAINED CLIP (random weights): semantic scores reflect image likeness, not meaning"
 
 
 def dataset_dir() -> Path:

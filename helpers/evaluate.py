@@ -143,9 +143,7 @@ def confusion(pred, labels, n_classes: int = N_CLASSES) -> np.ndarray:
     """Counts ``[true, predicted]`` (rows: true class, columns: predicted class), ``int64 [C, C]``."""
     labels = _check_labels(labels, n_classes)
     pred = _check_labels(pred, n_classes, n=labels.shape[0], name="pred")
-    cm = np.zeros((n_classes, n_classes), dtype=np.int64)
-    np.add.at(cm, (labels, pred), 1)
-    return cm
+    return stats.confusion_counts(pred, labels, n_classes)
 
 
 def prediction_histogram(pred, n_classes: int = N_CLASSES) -> np.ndarray:

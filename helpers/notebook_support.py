@@ -138,8 +138,8 @@ class Status:
                      "not recorded EEG. Numbers say whether the pipeline works, not what EEG allows. "
                      f"Put the real file at {real_data_path()} to use it.")
         if not self.clip_trained:
-            w.append("UNTRAINED CLIP: random weights. The semantic loss and every semantic number only "
-                     "exercise the mechanics and carry no meaning.")
+            w.append(f"{UNTRAINED_CLIP_NOTE}. The semantic loss and every semantic number come from a fixed "
+                     "random network: they exercise the mechanics, and the judge's numbers are the ones to read.")
         return w
 
     def lines(self) -> list[str]:

@@ -167,7 +167,7 @@ def untrained_banner(clip: FrozenClip) -> str:
         return ""
     line = "!" * 78
     return (f"{line}\n!! UNTRAINED CLIP ({clip.model_name}, random weights): the semantic loss and the semantic\n"
-            f"!! metrics only exercise the mechanics; they carry no meaning. Use pretrained weights\n"
+            f"!! metrics reflect image likeness to a random network, not meaning. Use pretrained weights\n"
             f"!! (clip_weights=pretrained with a populated cache, or a checkpoint path) for real results.\n{line}")
 
 
@@ -264,7 +264,8 @@ def _ways_out(model_name: str, tag: str, pcfg: dict | None) -> str:
             f"open_clip_pytorch_model.bin), e.g. --set clip_weights=/path/to/file;\n"
             f"  2. a populated Hugging Face cache: download {repo} once where there is internet "
             f"(into {_hf_cache_dir()}, or set HF_HOME), then it is used offline;\n"
-            "  3. clip_weights=untrained: random CLIP weights, mechanics only, semantic results meaningless.")
+            "  3. clip_weights=untrained: random CLIP weights, mechanics only; semantic results reflect image "
+            "likeness, not meaning.")
 
 
 def _create_untrained(model_name: str) -> nn.Module:
@@ -347,7 +348,7 @@ def load_clip(model_name: str = "ViT-B-32", weights: str = "auto", pretrained_ta
             if key == "pretrained":
                 raise
             msg = (f"clip_weights=auto: pretrained CLIP weights are unavailable, falling back to an UNTRAINED "
-                   f"{name}. The semantic loss and metrics will carry no meaning. Reason: {e}")
+                   f"{name}. The semantic loss and metrics will reflect image likeness, not meaning. Reason: {e}")
             warnings.warn(msg, UserWarning, stacklevel=2)
             model, desc, trained = _create_untrained(name), "untrained", False
     else:  # anything else is a checkpoint path

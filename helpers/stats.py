@@ -24,6 +24,13 @@ def top_k_classes(scores: np.ndarray, k: int) -> np.ndarray:
     return np.argsort(-scores, axis=1, kind="stable")[:, :k].astype(np.int64)
 
 
+def confusion_counts(pred: np.ndarray, labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """Counts ``[true, predicted]``, ``int64 [C, C]``, for integer classes already known to be in 0..C-1."""
+    cm = np.zeros((n_classes, n_classes), dtype=np.int64)
+    np.add.at(cm, (np.asarray(labels), np.asarray(pred)), 1)
+    return cm
+
+
 def topk_correct(scores: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
     """Boolean per row: is the true label among the k highest scores? Ties broken by class index."""
     scores = np.asarray(scores)

@@ -223,7 +223,13 @@ def signature_grid(eeg, sfreq: float, labels, stimuli: np.ndarray, generated, to
 # Training curves
 # ----------------------------------------------------------------------------------------------
 
-_TERM_ORDER = ("total", "adv", "rec", "kl", "clip", "disc")
+_TERM_ORDER = ("total", "adv", "rec", "kl", "clip", "cls", "disc")
+_NOT_CURVES = ("epoch", "seconds")  # bookkeeping in a Trainer's history, not loss terms
+
+
+def _term(key: str) -> str:
+    """The loss term a history key is about: ``train_rec`` and ``rec`` are both ``rec``."""
+    return key[len("train_"):] if key.startswith("train_") else key
 
 
 def _is_number(v) -> bool:
@@ -232,25 +238,29 @@ def _is_number(v) -> bool:
 
 def training_curves(history: Sequence[Mapping], *, clip_trained: bool, synthetic: bool, out_dir=None,
                     filename: str = "training_curves.png", title: str = "training") -> tuple[Figure, Path]:
-    """One panel per loss term (``total``, ``adv``, ``rec``, ``kl``, ``clip``, ``disc``, then any other):
-    training solid, ``val_<term>`` dashed. Validation-only series (e.g. ``val_judge_top1``) share a
-    last panel, with the chance levels of top-1 (0.1) and top-3 (0.3) when they are accuracies.
+    """One panel per loss term (``total``, ``adv``, ``rec``, ``kl``, ``clip``, ``cls``, ``disc``, then any
+    other): training solid, ``val_<term>`` dashed. Keys may carry a ``train_`` prefix (a Trainer's history);
+    ``seconds`` and terms that are NaN in every epoch (left out of the loss) are not drawn. Validation-only
+    series (e.g. ``val_semantic_top1``) share a last panel, with the chance levels of top-1 (0.1) and top-3
+    (0.3) when they are accuracies.
     """
     if not history:
         raise ValueError("history is empty: nothing to plot")
     if any("epoch" not in h for h in history):
         raise ValueError("every history entry needs an 'epoch'")
     epochs = np.array([h["epoch"] for h in history], dtype=float)
-    keys: list[str] = []
-    for h in history:
-        keys += [k for k, v in h.items() if k != "epoch" and k not in keys and _is_number(v)]
 
     def series(key):
         return np.array([float(h[key]) if _is_number(h.get(key)) else np.nan for h in history])
 
+    keys: list[str] = []
+    for h in history:
+        keys += [k for k, v in h.items() if k not in _NOT_CURVES and k not in keys and _is_number(v)]
+    keys = [k for k in keys if not np.isnan(series(k)).all()]
     train = [k for k in keys if not k.startswith("val_")]
-    train.sort(key=lambda k: (_TERM_ORDER.index(k) if k in _TERM_ORDER else len(_TERM_ORDER), keys.index(k)))
-    val_only = [k for k in keys if k.startswith("val_") and k[4:] not in train]
+    order = {t: i for i, t in enumerate(_TERM_ORDER)}
+    train.sort(key=lambda k: (order.get(_term(k), len(order)), keys.index(k)))
+    val_only = [k for k in keys if k.startswith("val_") and k[4:] not in {_term(t) for t in train}]
     panels = [[k] for k in train] + ([val_only] if val_only else [])
     if not panels:
         raise ValueError("history has no numeric series besides 'epoch'")
@@ -273,9 +283,9 @@ def training_curves(history: Sequence[Mapping], *, clip_trained: bool, synthetic
         else:
             key = panel[0]
             ax.plot(epochs, series(key), marker="o", ms=3, label="train")
-            if f"val_{key}" in keys:
-                ax.plot(epochs, series(f"val_{key}"), marker="s", ms=3, ls="--", label="validation")
-            ax.set_title(key, fontsize=10)
+            if f"val_{_term(key)}" in keys:
+                ax.plot(epochs, series(f"val_{_term(key)}"), marker="s", ms=3, ls="--", label="validation")
+            ax.set_title(_term(key), fontsize=10)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)

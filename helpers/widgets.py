@@ -44,7 +44,8 @@ CURVE_TERMS: dict[str, str] = {
     "train_cls": "label cross-entropy",
     "train_disc": "discriminator",
 }
-VAL_TERMS: dict[str, str] = {"val_clip": "val semantic 1 - cos", "val_semantic_top1": "val semantic top-1"}
+VAL_TERMS: dict[str, str] = {"val_clip": "val semantic 1 - cos", "val_semantic_top1": "val semantic top-1",
+                             "val_label_head_top1": "val label-head top-1"}
 
 
 # ------------------------------------------------------------------------------------------- values
@@ -278,7 +279,8 @@ def on_train_clicked(session: TrainingSession, values: Mapping[str, Any], loss_o
         if status is not None and row is not None:
             top1 = row.get("val_semantic_top1", float("nan"))
             status.value = (f"epoch {tr.epoch}/{target}: total {row.get('train_total', float('nan')):.3f}, "
-                            f"val semantic top-1 {top1:.2f}")
+                            f"val semantic top-1 {top1:.2f}"
+                            + (f", label head {row['val_label_head_top1']:.2f}" if "val_label_head_top1" in row else ""))
 
     if status is not None:
         status.value = f"training epochs {trainer.epoch + 1}-{target} ..."

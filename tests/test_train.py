@@ -60,8 +60,8 @@ def test_same_seed_same_run_and_history_files(clip_and_stimuli, tmp_path):
     # every loss term, every epoch, in both formats
     rows = json.loads((tmp_path / "history.json").read_text())
     assert [r["epoch"] for r in rows] == [1, 2]
-    for term in ("train_adv", "train_rec", "train_kl", "train_clip", "train_total", "train_disc",
-                 "val_rec", "val_clip", "val_semantic_top1"):
+    for term in ("train_adv", "train_rec", "train_kl", "train_clip", "train_cls", "train_total", "train_disc",
+                 "val_rec", "val_clip", "val_semantic_top1", "val_label_head_top1"):
         assert term in rows[0] and np.isfinite(rows[0][term])
     header = (tmp_path / "history.csv").read_text().splitlines()[0].split(",")
     assert "train_clip" in header and "val_semantic_top1" in header

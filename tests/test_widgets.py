@@ -67,8 +67,8 @@ def _history(n=3, adv_nan=False):
     rows = []
     for e in range(1, n + 1):
         rows.append({"epoch": e, "train_total": 10.0 / e, "train_adv": math.nan if adv_nan else 0.7,
-                     "train_rec": 0.5, "train_kl": 0.1, "train_clip": 0.4, "train_disc": 0.6,
-                     "val_clip": 0.4 - 0.01 * e, "val_semantic_top1": 0.1 * e})
+                     "train_rec": 0.5, "train_kl": 0.1, "train_clip": 0.4, "train_cls": 2.0 / e, "train_disc": 0.6,
+                     "val_clip": 0.4 - 0.01 * e, "val_semantic_top1": 0.1 * e, "val_label_head_top1": 0.3})
     return rows
 
 
@@ -77,11 +77,12 @@ def test_loss_curves_draw_every_logged_term_and_skip_terms_left_out():
     ax_loss, ax_val = fig.axes[:2]
     labels = [line.get_label() for line in ax_loss.get_lines()]
     assert "adversarial" not in labels  # weight 0 -> logged as NaN -> not drawn
-    assert {"total (weighted)", "L1 reconstruction", "KL", "semantic 1 - cos", "discriminator"} <= set(labels)
+    assert {"total (weighted)", "L1 reconstruction", "KL", "semantic 1 - cos", "label cross-entropy",
+            "discriminator"} <= set(labels)
     total = [line for line in ax_loss.get_lines() if line.get_label() == "total (weighted)"][0]
     np.testing.assert_allclose(total.get_ydata(), [10.0, 5.0, 10 / 3])
     val_labels = [line.get_label() for line in ax_val.get_lines()]
-    assert "val semantic top-1" in val_labels and "chance top-1 (0.1)" in val_labels
+    assert {"val semantic top-1", "val label-head top-1", "chance top-1 (0.1)"} <= set(val_labels)
 
 
 def test_loss_curves_of_an_empty_history_say_so():
