@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from helpers.evaluate import write_json_atomic  # noqa: E402
 TARGET_S = {"ci": 120.0, "cpu": 900.0}
 HEADLINE = ("n_test_events", "judge_top1", "judge_top1_p_value", "semantic_top1", "linear_baseline_top1",
             "oracle_label_judge_top1", "chance_top1_upper95", "oracle_top1", "clip_semantic")
@@ -34,9 +36,9 @@ _WRAPPER = ("import resource, subprocess, sys; rc = subprocess.run(sys.argv[1:])
             "sys.exit(rc)")
 
 
-def _peak_kb(stderr: str) -> float:
+def _peak_gb(stderr: str) -> float | None:
     lines = [ln for ln in stderr.splitlines() if ln.startswith("PEAK_RSS_KB ")]
-    return float(lines[-1].split()[1]) if lines else float("nan")
+    return float(lines[-1].split()[1]) / 1e6 if lines else None  # Linux: kilobytes
 
 
 def run_profile(profile: str, overrides: list[str]) -> dict:
@@ -59,7 +61,7 @@ def run_profile(profile: str, overrides: list[str]) -> dict:
     return {
         "profile": profile, "overrides": overrides, "wall_s": wall,
         "cpu_s": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
-        "peak_rss_gb": _peak_kb(proc.stderr) / 1e6,  # Linux: kilobytes
+        "peak_rss_gb": _peak_gb(proc.stderr),
         "target_s": TARGET_S.get(profile), "epochs": len(history),
         "epoch_s": [row["seconds"] for row in history],
         "metrics": {k: metrics.get(k) for k in HEADLINE},
@@ -80,12 +82,11 @@ def main(argv=None) -> list[dict]:
     for r in rows:
         m = r["metrics"]
         print(f"{r['profile']:<9}{r['wall_s']:>9.0f}{r['target_s'] or float('nan'):>10.0f}{r['cpu_s']:>9.0f}"
-              f"{r['peak_rss_gb']:>9.2f}{r['epochs']:>8}{m['judge_top1']:>8.3f}{m['linear_baseline_top1']:>10.3f}"
+              f"{r['peak_rss_gb'] or float('nan'):>9.2f}{r['epochs']:>8}{m['judge_top1']:>8.3f}{m['linear_baseline_top1']:>10.3f}"
               f"{m['chance_top1_upper95']:>10.3f}")
     result = {"bench": "run_end_to_end", "cpus": os.cpu_count(), "machine": platform.machine(), "rows": rows}
     print(json.dumps(result))
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(result, indent=2) + "\n")
+    write_json_atomic(a.out, result)
     return rows
 
 

@@ -28,6 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from helpers.config import make_config  # noqa: E402
+from helpers.evaluate import write_json_atomic  # noqa: E402
 from helpers.losses import discriminator_loss, generator_losses  # noqa: E402
 from helpers.semantic import load_clip  # noqa: E402
 from helpers.stimuli import render_digits, to_tensor  # noqa: E402
@@ -113,8 +114,7 @@ def main(argv=None) -> dict:
     result = {"bench": "train_step_cpu", "clip": a.clip, "batch": a.batch, "image_size": a.image_size,
               "threads": torch.get_num_threads(), "machine": platform.machine(), "rows": rows}
     print(json.dumps(result))
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(result, indent=2) + "\n")
+    write_json_atomic(a.out, result)
     return result
 
 

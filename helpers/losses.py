@@ -85,10 +85,10 @@ def generator_losses(d_fake_logits: torch.Tensor | None, generated: torch.Tensor
 
     Returns ``(total, terms)``: ``total`` is the differentiable weighted sum; ``terms`` holds plain floats
     ``adv``, ``rec`` (L1), ``kl``, ``clip`` (1 - cos), ``cls`` (cross-entropy of ``class_logits`` against the
-    digit ``labels``) unweighted, and ``total``. ``d_fake_logits`` must be
-    D(generated) *without* detach (the generator learns through D). ``gen_emb`` / ``d_fake_logits`` may be
-    None only when their weight is 0 (the term is then logged as NaN; likewise ``class_logits``/``labels``): it lets a caller skip the CLIP or
-    discriminator forward pass entirely.
+    digit ``labels``) unweighted, and ``total``. ``d_fake_logits`` must be D(generated) *without* detach (the
+    generator learns through D). ``gen_emb``, ``d_fake_logits`` and ``class_logits``/``labels`` may be None only
+    when their weight is 0 (the term is then logged as NaN): it lets a caller skip the CLIP or discriminator
+    forward pass entirely.
     """
     w = loss_weights(weights)
     if generated.shape != target_images.shape:
