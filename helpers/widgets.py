@@ -155,6 +155,9 @@ def render_loss_curves(history: list[dict], title: str = "") -> "Figure":
 
     for ax in (ax_loss, ax_val):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if len(epochs) == 1:  # one point: autoscale would span +-0.05 with fractional ticks
+            ax.set_xlim(epochs[0] - 0.5, epochs[0] + 0.5)
+            ax.set_xticks([epochs[0]])
     if title:
         fig.suptitle(title, fontsize=9)
     return fig

@@ -85,6 +85,13 @@ def test_loss_curves_draw_every_logged_term_and_skip_terms_left_out():
     assert {"val semantic top-1", "val label-head top-1", "chance top-1 (0.1)"} <= set(val_labels)
 
 
+def test_loss_curves_after_one_epoch_show_one_whole_epoch_tick():
+    fig = widgets.render_loss_curves(_history(n=1))
+    fig.canvas.draw()
+    for ax in fig.axes[:2]:  # the sliders' default is one epoch: no 0.945 ... 1.05 axis
+        assert [t.get_text() for t in ax.get_xticklabels()] == ["1"]
+
+
 def test_loss_curves_of_an_empty_history_say_so():
     fig = widgets.render_loss_curves([])
     assert any("no epochs yet" in t.get_text() for t in fig.axes[0].texts)
