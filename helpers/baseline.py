@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from helpers.stats import Accuracy, accuracy_report, confusion_counts
+from helpers.stimuli import N_DIGITS
 
-N_CLASSES = 10
+N_CLASSES = N_DIGITS  # one class per stimulus digit
 LOGREG_C_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 
 

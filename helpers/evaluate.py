@@ -24,8 +24,9 @@ from scipy import stats as _st
 from skimage.metrics import structural_similarity
 
 from . import stats
+from .stimuli import N_DIGITS
 
-N_CLASSES = 10
+N_CLASSES = N_DIGITS  # one class per stimulus digit
 
 
 # ----------------------------------------------------------------------------------------------

@@ -14,6 +14,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from helpers.stimuli import N_DIGITS
+
 MAX_CHANNELS = 512
 
 
@@ -59,7 +61,7 @@ def init_dcgan_(module: nn.Module) -> nn.Module:
 # after 6 CPU epochs went from 0.26 to 0.39 with this start (no adversarial and no label term, tiny CLIP). The KL term
 # still pulls sigma towards 1 as far as the reconstruction allows.
 INITIAL_LOGVAR = -6.0
-N_CLASSES = 10
+N_CLASSES = N_DIGITS  # one class per stimulus digit
 
 
 class Encoder(nn.Module):
