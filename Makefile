@@ -16,10 +16,16 @@ help:
 	@echo "make lab    - JupyterLab on notebooks/"
 	@echo "make bench  - speed and memory benchmarks (benchmarks/)"
 
+# PyTorch's CUDA build fills about 6 GB; say so up front instead of failing mid-install with ENOSPC.
+# --no-cache-dir: the wheels would otherwise be copied a second time into pip's cache.
+NEED_GB := 8
 $(STAMP): pyproject.toml
+	@$(PYTHON) -c "import shutil, sys; free = shutil.disk_usage('.').free / 1e9; \
+	  sys.exit(0) if free >= $(NEED_GB) or '$(wildcard $(STAMP))' else \
+	  sys.exit(f'make: only {free:.1f} GB free here; building $(VENV) (PyTorch 2.14.1) needs about $(NEED_GB) GB. Free some disk and run make again.')"
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e .
+	$(PY) -m pip install -q --no-cache-dir --upgrade pip
+	$(PY) -m pip install -q --no-cache-dir -e .
 	@touch $(STAMP)
 
 run: $(STAMP)
