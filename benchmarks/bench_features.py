@@ -23,6 +23,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from helpers.evaluate import write_json_atomic  # noqa: E402
 
 N_EVENTS = 65_034
 N_CH = 14
@@ -176,8 +177,7 @@ def main() -> None:
         print(f"recipe {row['recipe']:<28} n_train {row['n_train']:>6}  top-1 {row['top1']:.3f}")
     print(json.dumps(result))
     out = ROOT / "benchmarks" / "results" / "features.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n")
+    write_json_atomic(out, result)
 
 
 if __name__ == "__main__":

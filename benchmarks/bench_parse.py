@@ -148,8 +148,9 @@ def main(argv=None) -> int:
     print(f"speedup {result['speedup_vs_naive']}x, memory ratio {result['memory_ratio_vs_naive']}; "
           f"{args.events} events, {result['file_bytes'] / 1e9:.2f} GB")
     print(json.dumps({k: v for k, v in result.items() if k != "runs"}))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    sys.path.insert(0, str(REPO))
+    from helpers.evaluate import write_json_atomic
+    write_json_atomic(args.out, result)
     return 0
 
 

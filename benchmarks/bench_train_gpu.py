@@ -25,6 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.bench_train import seed_faithful_step  # noqa: E402
 from helpers.config import make_config  # noqa: E402
+from helpers.evaluate import write_json_atomic  # noqa: E402
 from helpers.semantic import load_clip  # noqa: E402
 from helpers.stimuli import render_digits, to_tensor  # noqa: E402
 from helpers.train import Trainer  # noqa: E402
@@ -103,9 +104,7 @@ def main(argv=None) -> dict:
     result = {"bench": "train_step_gpu", "card": card, "torch": torch.__version__, "rows": table,
               "best_batch": best["batch"], "best_images_per_s": best["images_per_s"], "checks": checks}
     print(json.dumps(result))
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "train_gpu.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_json_atomic(Path(a.out) / "train_gpu.json", result)
     return result
 
 
