@@ -30,7 +30,7 @@ import torch
 
 from helpers.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from helpers.config import Config
-from helpers.losses import discriminator_loss, generator_losses, kl_divergence
+from helpers.losses import WEIGHT_NAMES, discriminator_loss, generator_losses, kl_divergence
 from helpers.models import build_models, reparameterise
 
 CHECKPOINT_NAME = "last.pt"
@@ -110,7 +110,13 @@ class Trainer:
             raise ValueError(f"stimuli are {tuple(self.stimuli.shape[-2:])} but image_size is {c.image_size}")
         self.stimulus_embeddings = self.stimulus_embeddings.to(self.device, torch.float32).detach()
         betas = (c.adam_beta1, c.adam_beta2)
-        self.opt_g = torch.optim.Adam(list(self.encoder.parameters()) + list(self.generator.parameters()),
+        if isinstance(c.adv_warmup_epochs, bool) or not isinstance(c.adv_warmup_epochs, int) or c.adv_warmup_epochs < 0:
+            raise ValueError(f"adv_warmup_epochs must be an int >= 0, got {c.adv_warmup_epochs!r}")
+        enc_lr = c.encoder_learning_rate
+        if not (isinstance(enc_lr, (int, float)) and math.isfinite(enc_lr) and enc_lr >= 0):
+            raise ValueError(f"encoder_learning_rate must be a finite number >= 0 (0 = learning_rate), got {enc_lr!r}")
+        self.opt_g = torch.optim.Adam([{"params": list(self.encoder.parameters()), "lr": enc_lr or c.learning_rate},
+                                       {"params": list(self.generator.parameters())}],
                                       lr=c.learning_rate, betas=betas)
         self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=c.learning_rate, betas=betas)
         self.epoch = 0  # epochs completed
@@ -134,34 +140,44 @@ class Trainer:
             fake = self.generator(reparameterise(mu, logvar))
         fake = fake.float()
 
-        # Phase 1: discriminator on real stimuli vs generated.detach().
-        self.opt_d.zero_grad(set_to_none=True)
-        with self._autocast():
-            d_loss = discriminator_loss(self.discriminator(real), self.discriminator(fake.detach()))
-        self._check_finite({"disc": d_loss})
-        d_loss.backward()
-        self.opt_d.step()
+        # Phase 1: discriminator on real stimuli vs generated.detach(), except in the warm-up epochs, when
+        # the adversarial term is off (weights below) and the discriminator is left alone.
+        adversarial = self.epoch >= c.adv_warmup_epochs
+        weights = {name: getattr(c, name) for name in WEIGHT_NAMES}
+        d_loss_value = float("nan")
+        if adversarial:
+            self.opt_d.zero_grad(set_to_none=True)
+            with self._autocast():
+                d_loss = discriminator_loss(self.discriminator(real), self.discriminator(fake.detach()))
+            self._check_finite({"disc": d_loss})
+            d_loss.backward()
+            self.opt_d.step()
+            d_loss_value = float(d_loss.detach())
+        else:
+            weights["lambda_adv"] = 0.0
 
         # Phase 2: encoder + generator on the combined loss; CLIP only on the generated branch, against
         # the cached stimulus embeddings. clip_batch > 0 sends only the first clip_batch samples of the
         # (randomly shuffled) batch through CLIP: an unbiased estimate of the batch's semantic loss.
         self.opt_g.zero_grad(set_to_none=True)
-        with self._autocast():
-            d_fake = self.discriminator(fake)
+        d_fake = None
+        if adversarial:
+            with self._autocast():
+                d_fake = self.discriminator(fake).float()
         gen_emb = target_emb = None
         if c.lambda_clip > 0:
             k = c.clip_batch if 0 < c.clip_batch < len(y) else len(y)
             gen_emb = self.clip.encode_images(fake[:k])
             target_emb = self.stimulus_embeddings[y[:k]]
         logits = self.encoder.label_head(mu.float()) if c.lambda_cls > 0 else None
-        total, terms = generator_losses(d_fake.float(), fake, real, mu.float(), logvar.float(), gen_emb,
-                                        target_emb, c, class_logits=logits, labels=y)
+        total, terms = generator_losses(d_fake, fake, real, mu.float(), logvar.float(), gen_emb,
+                                        target_emb, weights, class_logits=logits, labels=y)
         # A term left out (weight 0) is logged as NaN on purpose; only the weighted ones must be finite.
-        self._check_finite({k: v for k, v in terms.items() if k == "total" or getattr(c, f"lambda_{k}") > 0})
+        self._check_finite({k: v for k, v in terms.items() if k == "total" or weights[f"lambda_{k}"] > 0})
         total.backward()
         self.opt_g.step()
         self.step += 1
-        return {**terms, "disc": float(d_loss.detach())}
+        return {**terms, "disc": d_loss_value}
 
     def _check_finite(self, terms: dict) -> None:
         for name, value in terms.items():

@@ -107,6 +107,42 @@ def test_label_term_teaches_the_encoder_the_digit_and_is_off_at_zero(clip_and_st
     assert all(torch.equal(head0[k], v) for k, v in off.encoder.label_head.state_dict().items())
 
 
+def test_encoder_learning_rate_sets_the_encoders_step_and_zero_means_learning_rate(clip_and_stimuli):
+    # Adam's first step moves every weight with a gradient by about its learning rate.
+    data = toy_data(16)
+
+    def largest_steps(tr):
+        params = {"encoder": tr.encoder.mu.parameters, "generator": tr.generator.parameters}
+        before = {part: [p.detach().clone() for p in f()] for part, f in params.items()}
+        tr.train_step(data.x, data.y)
+        return {part: max(float((p.detach() - b).abs().max()) for p, b in zip(f(), before[part]))
+                for part, f in params.items()}
+
+    slow = largest_steps(make_trainer(clip_and_stimuli, learning_rate=1e-3, encoder_learning_rate=1e-5))
+    assert 0.5e-5 < slow["encoder"] <= 1.01e-5
+    assert 0.5e-3 < slow["generator"] <= 1.01e-3
+    same = largest_steps(make_trainer(clip_and_stimuli, learning_rate=1e-3, encoder_learning_rate=0.0))
+    assert 0.5e-3 < same["encoder"] <= 1.01e-3
+    for bad in (-1e-3, float("nan")):
+        with pytest.raises(ValueError, match="encoder_learning_rate"):
+            make_trainer(clip_and_stimuli, encoder_learning_rate=bad)
+
+
+def test_adversarial_warmup_leaves_the_discriminator_alone_then_switches_it_on(clip_and_stimuli):
+    tr = make_trainer(clip_and_stimuli, epochs=2, adv_warmup_epochs=1)
+    d0 = {k: v.clone() for k, v in tr.discriminator.state_dict().items()}
+    hist = tr.fit(toy_data(64), toy_data(32, seed=1), epochs=1, progress=False)
+    assert all(torch.equal(d0[k], v) for k, v in tr.discriminator.state_dict().items())
+    assert np.isnan(hist[0]["train_adv"]) and np.isnan(hist[0]["train_disc"])
+    assert np.isfinite(hist[0]["train_rec"]) and np.isfinite(hist[0]["train_total"])
+    hist = tr.fit(toy_data(64), toy_data(32, seed=1), progress=False)
+    assert len(hist) == 2 and np.isfinite(hist[1]["train_adv"]) and np.isfinite(hist[1]["train_disc"])
+    assert any(not torch.equal(d0[k], v) for k, v in tr.discriminator.state_dict().items())
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="adv_warmup_epochs"):
+            make_trainer(clip_and_stimuli, adv_warmup_epochs=bad)
+
+
 def test_clip_batch_sends_a_subset_through_clip(clip_and_stimuli):
     tr = make_trainer(clip_and_stimuli, clip_batch=4, lambda_adv=0, lambda_rec=0, lambda_kl=0)
     calls = []
