@@ -283,7 +283,9 @@ def on_train_clicked(session: TrainingSession, values: Mapping[str, Any], loss_o
             top1 = row.get("val_semantic_top1", float("nan"))
             status.value = (f"epoch {tr.epoch}/{target}: total {row.get('train_total', float('nan')):.3f}, "
                             f"val semantic top-1 {top1:.2f}"
-                            + (f", label head {row['val_label_head_top1']:.2f}" if "val_label_head_top1" in row else ""))
+                            + (f", label head {row['val_label_head_top1']:.2f}" if "val_label_head_top1" in row else "")
+                            + (f"; adversarial term off until epoch {tr.config.adv_warmup_epochs + 1} (warm-up)"
+                               if tr.epoch < tr.config.adv_warmup_epochs else ""))
 
     if status is not None:
         status.value = f"training epochs {trainer.epoch + 1}-{target} ..."

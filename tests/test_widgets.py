@@ -1,6 +1,7 @@
 """The loss-weight explorer of notebook 04: slider checking, controls, figures and what a click does."""
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -167,6 +168,17 @@ def test_a_click_trains_the_chosen_epochs_and_redraws_in_place(session_parts):
     # Same weights again: the same trainer continues.
     res2 = widgets.on_train_clicked(session, {**values, "epochs": 1})
     assert res2["trainer"] is res["trainer"] and [r["epoch"] for r in res2["history"]] == [1, 2, 3]
+
+
+def test_status_says_when_the_adversarial_term_is_still_off(session_parts):
+    config, train, val, semantic = session_parts
+    session = widgets.TrainingSession(dataclasses.replace(config, adv_warmup_epochs=2), train, val, semantic)
+    status = FakeLabel()
+    values = {"lambda_adv": 1.0, "lambda_rec": 10.0, "lambda_kl": 1.0, "lambda_clip": 5.0, "epochs": 1}
+    widgets.on_train_clicked(session, values, FakeOutput(), FakeOutput(), status)
+    assert "adversarial term off until epoch 3" in status.value
+    widgets.on_train_clicked(session, values, FakeOutput(), FakeOutput(), status)
+    assert "epoch 2/2" in status.value and "adversarial" not in status.value
 
 
 def test_changed_weights_start_a_fresh_trainer_with_those_weights(session_parts):
