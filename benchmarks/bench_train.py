@@ -74,7 +74,7 @@ def main(argv=None) -> dict:
     torch.manual_seed(0)
     cfg = make_config("cpu", {"clip_model": a.clip, "clip_weights": "untrained", "batch_size": a.batch,
                               "image_size": a.image_size, "clip_batch": 0, "device": "cpu",
-                              "lambda_cls": 0.0})  # the seed's four terms on both sides
+                              "lambda_cls": 0.0, "adv_warmup_epochs": 0})  # the seed's four terms and loop on both sides
     clip = load_clip(cfg.clip_model, "untrained")
     stimuli = to_tensor(render_digits(224), size=a.image_size)
     stim_emb = clip.encode_images(to_tensor(render_digits(224))).detach()
