@@ -22,7 +22,7 @@ NEED_GB := 8
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c "import shutil, sys; free = shutil.disk_usage('.').free / 1e9; \
 	  sys.exit(0) if free >= $(NEED_GB) or '$(wildcard $(STAMP))' else \
-	  sys.exit(f'make: only {free:.1f} GB free here; building $(VENV) (PyTorch 2.14.1) needs about $(NEED_GB) GB. Free some disk and run make again.')"
+	  sys.exit(f'make: only {free:.1f} GB free here; building $(VENV) (PyTorch with its CUDA libraries) needs about $(NEED_GB) GB. Free some disk and run make again.')"
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --no-cache-dir --upgrade pip
 	$(PY) -m pip install -q --no-cache-dir -e .

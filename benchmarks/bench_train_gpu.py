@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import sys
@@ -74,15 +75,18 @@ def main(argv=None) -> dict:
     for amp in (False, True):
         tr = trainer(16, amp)
         terms = tr.train_step(x16, y16)
-        checks[f"finite_losses_amp_{amp}"] = all(v == v and abs(v) != float("inf") for v in terms.values())
+        # Terms with weight 0 are logged as NaN on purpose (the gpu profile has no label term): check the rest.
+        checks[f"finite_losses_amp_{amp}"] = all(math.isfinite(v) for k, v in terms.items()
+                                                 if k in ("total", "disc") or getattr(tr.config, f"lambda_{k}") > 0)
         rows[f"ours_b16_{'amp' if amp else 'fp32'}"] = (16, cuda_time(lambda: tr.train_step(x16, y16), a.steps))
+    out_of_memory = []
     for b in [int(s) for s in a.batches.split(",") if int(s) != 16]:
         try:
             tr = trainer(b, True)
             xb, yb = torch.randn(b, 264, device="cuda"), (torch.arange(b) % 10).cuda()
             rows[f"ours_b{b}_amp"] = (b, cuda_time(lambda: tr.train_step(xb, yb), a.steps))
         except torch.cuda.OutOfMemoryError:
-            rows[f"ours_b{b}_amp"] = (b, float("nan"))
+            out_of_memory.append(b)  # strict JSON has no NaN: listed apart, not timed
             torch.cuda.empty_cache()
     checks["clip_bit_identical"] = all(torch.equal(clip_before[k], v) for k, v in clip.state_dict().items())
     # Semantic term alone reaches the generator on CUDA.
@@ -100,8 +104,11 @@ def main(argv=None) -> dict:
     for name, r in table.items():
         print(f"{name:<26}{r['median_step_s']:>14.4f}{r['images_per_s']:>10.1f}{r['vs_seed_b16']:>8.2f}x")
     print("checks:", checks)
-    best = max((r for r in table.values() if r["images_per_s"] == r["images_per_s"]), key=lambda r: r["images_per_s"])
+    if out_of_memory:
+        print("out of GPU memory at batch", ", ".join(map(str, out_of_memory)))
+    best = max(table.values(), key=lambda r: r["images_per_s"])
     result = {"bench": "train_step_gpu", "card": card, "torch": torch.__version__, "rows": table,
+              "out_of_memory_batches": out_of_memory,
               "best_batch": best["batch"], "best_images_per_s": best["images_per_s"], "checks": checks}
     print(json.dumps(result))
     write_json_atomic(Path(a.out) / "train_gpu.json", result)

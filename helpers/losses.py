@@ -15,7 +15,8 @@ The optional fifth term is an auxiliary classifier on the latent mean (AC-GAN st
 the encoder only through the generator, with the sampling noise in between; the digit label is the same
 information as the stimulus image the L1 and CLIP terms already compare with, given to the encoder directly.
 On the synthetic data, 6 CPU epochs with all four terms and a tiny CLIP, no setting tried without it got the
-validation judge top-1 past 0.25; with it 0.38-0.45 (linear baseline 0.50). A term whose weight is 0 is left
+validation judge top-1 past 0.25; with it 0.35-0.43 over three seeds (linear baseline 0.46-0.54; the cpu profile's
+warm-up and slower encoder, helpers.config, add about 0.06). A term whose weight is 0 is left
 out of the total (not multiplied by 0, which would still propagate NaNs) but is still computed and logged.
 """
 from __future__ import annotations

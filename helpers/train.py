@@ -6,6 +6,9 @@ One step (DESIGN section 8):
 2. encoder + generator on ``adv * GAN + rec * L1 + kl * KL + clip * (1 - cos(CLIP(generated), CLIP(stimulus)))``
    (``+ cls * CE(label_head(mu), digit)`` when ``lambda_cls > 0``).
 
+In the first ``adv_warmup_epochs`` epochs step 1 is skipped and the GAN term is left out (logged as NaN, like
+a term of weight 0). The encoder has its own learning rate when ``encoder_learning_rate > 0``.
+
 Why it is faster than the seed's step: the 10 stimulus embeddings are computed once (the seed re-encoded the
 targets every step), and CLIP's weights are frozen with ``requires_grad_(False)`` so backward computes only
 the gradient that flows to the generator, never CLIP's own weight gradients. Gradients still flow through
@@ -18,9 +21,11 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import os
 import signal
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -110,11 +115,8 @@ class Trainer:
             raise ValueError(f"stimuli are {tuple(self.stimuli.shape[-2:])} but image_size is {c.image_size}")
         self.stimulus_embeddings = self.stimulus_embeddings.to(self.device, torch.float32).detach()
         betas = (c.adam_beta1, c.adam_beta2)
-        if isinstance(c.adv_warmup_epochs, bool) or not isinstance(c.adv_warmup_epochs, int) or c.adv_warmup_epochs < 0:
-            raise ValueError(f"adv_warmup_epochs must be an int >= 0, got {c.adv_warmup_epochs!r}")
-        enc_lr = c.encoder_learning_rate
-        if not (isinstance(enc_lr, (int, float)) and math.isfinite(enc_lr) and enc_lr >= 0):
-            raise ValueError(f"encoder_learning_rate must be a finite number >= 0 (0 = learning_rate), got {enc_lr!r}")
+        self._check_schedule(c)
+        enc_lr = float(c.encoder_learning_rate)
         self.opt_g = torch.optim.Adam([{"params": list(self.encoder.parameters()), "lr": enc_lr or c.learning_rate},
                                        {"params": list(self.generator.parameters())}],
                                       lr=c.learning_rate, betas=betas)
@@ -124,6 +126,23 @@ class Trainer:
         self.amp_dtype = torch.bfloat16 if (c.mixed_precision and self.device.type == "cuda") else None
         if self.out_dir is not None:
             self.out_dir = Path(self.out_dir)
+
+    @staticmethod
+    def _check_schedule(c: Config) -> None:
+        """Clear errors for the warm-up and the encoder's learning rate, before any step is taken."""
+        warmup, enc_lr = c.adv_warmup_epochs, c.encoder_learning_rate
+        if isinstance(warmup, bool) or not isinstance(warmup, numbers.Integral) or warmup < 0:
+            raise ValueError(f"adv_warmup_epochs must be an int >= 0, got {warmup!r}")
+        if isinstance(enc_lr, bool) or not isinstance(enc_lr, numbers.Real) or not math.isfinite(enc_lr) or enc_lr < 0:
+            raise ValueError(f"encoder_learning_rate must be a finite number >= 0 (0 = learning_rate), got {enc_lr!r}")
+        if warmup > 0 and c.lambda_adv > 0 and not any(float(getattr(c, n)) > 0 for n in WEIGHT_NAMES
+                                                      if n != "lambda_adv"):
+            raise ValueError(f"adv_warmup_epochs={warmup} turns the adversarial term off for the first epochs, and "
+                             f"every other loss weight is 0: nothing would train then. Set adv_warmup_epochs=0 "
+                             f"or give another term a weight.")
+        if warmup > 0 and c.lambda_adv > 0 and warmup >= c.epochs:
+            warnings.warn(f"adv_warmup_epochs={warmup} >= epochs={c.epochs}: the adversarial term (lambda_adv="
+                          f"{c.lambda_adv:g}) is never switched on in this run.", stacklevel=4)
 
     # ----------------------------------------------------------------------------------------- steps
     def _autocast(self):
@@ -348,7 +367,8 @@ def write_history(history: list[dict], out_dir: str | Path) -> None:
     from helpers.checkpoint import write_text_atomic
 
     out_dir = Path(out_dir)
-    # A term left out of the loss (weight 0) is NaN in memory; strict JSON has no NaN, so it becomes null.
+    # A term left out of the loss (weight 0, or adv/disc in the warm-up) is NaN in memory; strict JSON has no NaN,
+    # so it becomes null.
     plain = [{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
              for row in history]
     write_text_atomic(out_dir / "history.json", json.dumps(plain, indent=1, allow_nan=False))

@@ -13,9 +13,11 @@ def test_defaults_are_the_designed_ones():
     c = Config()
     assert (c.lambda_adv, c.lambda_rec, c.lambda_kl, c.lambda_clip) == (1.0, 10.0, 1.0, 5.0)
     assert (c.batch_size, c.epochs, c.learning_rate, c.latent_dim, c.feature_dim) == (16, 20, 2e-4, 128, 264)
-    # The seed's four-term loss and MLP encoder by default, and in the gpu profile (the seed's configuration).
+    # The seed's four-term loss, MLP encoder and loop (no warm-up, one learning rate) by default, and in the gpu
+    # profile (the seed's configuration).
     for cfg in (c, make_config("gpu")):
         assert cfg.lambda_cls == 0.0 and cfg.hidden_dim == 512
+        assert cfg.adv_warmup_epochs == 0 and cfg.encoder_learning_rate == 0.0
     for name in CONTRACT_FIELDS:
         assert hasattr(c, name)
 

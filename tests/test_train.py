@@ -123,7 +123,7 @@ def test_encoder_learning_rate_sets_the_encoders_step_and_zero_means_learning_ra
     assert 0.5e-3 < slow["generator"] <= 1.01e-3
     same = largest_steps(make_trainer(clip_and_stimuli, learning_rate=1e-3, encoder_learning_rate=0.0))
     assert 0.5e-3 < same["encoder"] <= 1.01e-3
-    for bad in (-1e-3, float("nan")):
+    for bad in (-1e-3, float("nan"), True, "fast"):
         with pytest.raises(ValueError, match="encoder_learning_rate"):
             make_trainer(clip_and_stimuli, encoder_learning_rate=bad)
 
@@ -141,6 +141,12 @@ def test_adversarial_warmup_leaves_the_discriminator_alone_then_switches_it_on(c
     for bad in (-1, 1.5, True):
         with pytest.raises(ValueError, match="adv_warmup_epochs"):
             make_trainer(clip_and_stimuli, adv_warmup_epochs=bad)
+    assert make_trainer(clip_and_stimuli, adv_warmup_epochs=np.int64(1)).config.adv_warmup_epochs == 1
+    # Only the adversarial term weighted: nothing would train in the warm-up; the error names the warm-up.
+    with pytest.raises(ValueError, match="adv_warmup_epochs=1 .*every other loss weight is 0"):
+        make_trainer(clip_and_stimuli, adv_warmup_epochs=1, lambda_rec=0, lambda_kl=0, lambda_clip=0, lambda_cls=0)
+    with pytest.warns(UserWarning, match="never switched on"):
+        make_trainer(clip_and_stimuli, epochs=2, adv_warmup_epochs=2)
 
 
 def test_clip_batch_sends_a_subset_through_clip(clip_and_stimuli):
@@ -183,7 +189,8 @@ SCRIPT = textwrap.dedent("""
     from helpers.semantic import load_clip
     from helpers.stimuli import render_digits, to_tensor
     from helpers.train import Trainer
-    cfg = make_config("ci", {{"epochs": 3}})
+    # Warm-up epoch 1, discriminator on from epoch 2 (where the kill lands), encoder at its own learning rate.
+    cfg = make_config("ci", {{"epochs": 3, "adv_warmup_epochs": 1, "encoder_learning_rate": 5e-4}})
     clip = load_clip(cfg.clip_model, cfg.clip_weights)
     tr = Trainer(cfg, to_tensor(render_digits(224), size=cfg.image_size), clip,
                  clip.encode_images(to_tensor(render_digits(224))).detach(), out_dir=sys.argv[1])
@@ -214,8 +221,10 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted_run(tmp_path):
     assert again.returncode == 0, again.stderr
     assert "RESUMED 3 15" in again.stdout
     a, b = load_checkpoint(full / "models" / "last.pt"), load_checkpoint(killed / "models" / "last.pt")
-    strip = lambda h: [{k: v for k, v in r.items() if k != "seconds"} for r in h]  # noqa: E731
+    # NaN (adv and disc in the warm-up epoch) never equals itself: compare it as None.
+    strip = lambda h: [{k: (None if v != v else v) for k, v in r.items() if k != "seconds"} for r in h]  # noqa: E731
     assert strip(a["history"]) == strip(b["history"])
+    assert a["history"][0]["train_disc"] != a["history"][0]["train_disc"] and a["history"][1]["train_disc"] > 0
     for net in ("encoder", "generator", "discriminator"):
         for k in a[net]:
             assert torch.equal(a[net][k], b[net][k]), f"{net}.{k} differs after resume"

@@ -172,7 +172,7 @@ def test_a_click_trains_the_chosen_epochs_and_redraws_in_place(session_parts):
 
 def test_status_says_when_the_adversarial_term_is_still_off(session_parts):
     config, train, val, semantic = session_parts
-    session = widgets.TrainingSession(dataclasses.replace(config, adv_warmup_epochs=2), train, val, semantic)
+    session = widgets.TrainingSession(dataclasses.replace(config, adv_warmup_epochs=2, epochs=6), train, val, semantic)
     status = FakeLabel()
     values = {"lambda_adv": 1.0, "lambda_rec": 10.0, "lambda_kl": 1.0, "lambda_clip": 5.0, "epochs": 1}
     widgets.on_train_clicked(session, values, FakeOutput(), FakeOutput(), status)
