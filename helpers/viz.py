@@ -16,6 +16,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from helpers.config import UNTRAINED_CLIP_NOTE
 
@@ -270,7 +271,11 @@ def training_curves(history: Sequence[Mapping], *, clip_trained: bool, synthetic
     fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 2.9 * nrows + 0.4 + banner_h), squeeze=False)
     for ax in axes.ravel()[len(panels):]:
         ax.set_visible(False)
+    # One epoch axis for every panel: a term that starts later (adv and disc after a warm-up) shows the gap.
+    pad = max(0.3, 0.04 * (epochs.max() - epochs.min()))
     for ax, panel in zip(axes.ravel(), panels):
+        ax.set_xlim(epochs.min() - pad, epochs.max() + pad)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if panel is val_only:
             for key in panel:
                 ax.plot(epochs, series(key), marker="o", ms=3, label=key[4:])

@@ -160,6 +160,13 @@ def test_training_curves_panels(tmp_path):
     np.testing.assert_allclose(rec.lines[1].get_ydata(), [2.5, 1.25])  # val_rec drawn with train_rec
     val = [ax for ax in fig.axes if ax.get_title() == "validation"][0]
     assert {line.get_label() for line in val.lines} >= {"semantic_top1", "label_head_top1", "chance top-1"}
+    # A warm-up: adv and disc start at epoch 3; their panels keep the run's epoch axis, with whole epochs.
+    history = [{"epoch": e, "train_total": 3.0 / e, "train_adv": float("nan") if e < 3 else 0.7,
+                "train_disc": float("nan") if e < 3 else 0.69} for e in range(1, 7)]
+    fig, _ = viz.training_curves(history, clip_trained=True, synthetic=False, out_dir=tmp_path)
+    panels = {ax.get_title(): ax for ax in fig.axes if ax.get_visible()}
+    assert panels["adv"].get_xlim() == panels["total"].get_xlim() and panels["adv"].get_xlim()[0] < 1
+    assert all(float(t).is_integer() for t in panels["adv"].get_xticks())
     with pytest.raises(ValueError, match="empty"):
         viz.training_curves([], clip_trained=True, synthetic=False, out_dir=tmp_path)
     with pytest.raises(ValueError, match="epoch"):
