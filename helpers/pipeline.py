@@ -234,7 +234,7 @@ def evaluate_trainer(trainer, prepared: PreparedData, semantic: SemanticSetup, o
         eeg = display_signals(prepared.digits, test.indices[:n_show])
         viz.signature_grid(eeg, prepared.digits.sfreq, test.labels[:n_show], semantic.stimuli_uint8,
                            generated[:n_show], top_k_predictions(scores["judge_scores"][:n_show], 3),
-                           channel_names=prepared.digits.channels, **flags)
+                           channel_names=prepared.digits.channels, n_total=len(test.X), **flags)
         viz.training_curves(trainer.history, **flags)
         judge_pred = scores["judge_scores"].argmax(axis=1)
         viz.confusion_matrix_figure(confusion(judge_pred, test.labels), "judge on generated images (test)", **flags)

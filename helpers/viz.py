@@ -135,14 +135,15 @@ def _eeg_channels(n_channels: int, channels, names: Sequence[str] | None = None)
 
 def signature_grid(eeg, sfreq: float, labels, stimuli: np.ndarray, generated, top3, *, clip_trained: bool,
                    synthetic: bool, channel_names: Sequence[str] | None = None, channels=None,
-                   max_rows: int = 8, scorer: str = "judge", out_dir=None,
+                   max_rows: int = 8, scorer: str = "judge", n_total: int | None = None, out_dir=None,
                    filename: str = "signature_grid.png") -> tuple[Figure, Path]:
     """Per test example: [EEG] [true stimulus, green] [generated] [top-3 stimuli, gold/silver/bronze, check on the correct one].
 
     ``eeg`` [n, channels, times] (``channels`` indices drawn, default O1 O2 P7 P8 when ``channel_names``
     has them, else four spread over the montage; each trace scaled to its own range), ``labels`` [n],
     ``stimuli`` uint8 [10, H, W, 3], ``generated`` [n, 3, h, w] in [-1, 1], ``top3`` [n, k<=3] class
-    indices ranked best first by ``scorer``. At most ``max_rows`` examples are drawn (the first ones).
+    indices ranked best first by ``scorer``. At most ``max_rows`` examples are drawn (the first ones); the
+    footnote counts them out of ``n_total`` test events (default: the ``n`` given).
     Axes are labelled ``eeg``, ``true``, ``generated``, ``rank1``.. (``ax.get_label()``).
     """
     eeg = np.asarray(eeg.detach().cpu() if isinstance(eeg, torch.Tensor) else eeg, dtype=np.float64)
@@ -215,8 +216,8 @@ def signature_grid(eeg, sfreq: float, labels, stimuli: np.ndarray, generated, to
             if p == y:
                 ax.text(0.97, 0.97, CHECK_MARK, transform=ax.transAxes, ha="right", va="top", fontsize=20,
                         fontweight="bold", color=TRUE_COLOR, gid="check")
-    fig.text(0.99, 0.01, f"top-3 by {scorer}; first {rows} of {n} test events", ha="right", va="bottom",
-             fontsize=7, color="0.4")
+    fig.text(0.99, 0.01, f"top-3 by {scorer}; the first {rows} of {n_total or n} test events", ha="right",
+             va="bottom", fontsize=7, color="0.4")
     return _finish(fig, filename, out_dir, clip_trained=clip_trained, synthetic=synthetic, layout=False, dpi=120)
 
 

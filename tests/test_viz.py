@@ -86,8 +86,9 @@ def test_signature_grid_pixels_show_the_borders(tmp_path, example):
 def test_signature_grid_limits_rows_and_validates(tmp_path, example):
     eeg, labels, stim, gen, top3 = example
     fig, _ = viz.signature_grid(eeg, 128.0, labels, stim, gen, top3, clip_trained=True, synthetic=False,
-                                max_rows=2, out_dir=tmp_path)
+                                max_rows=2, n_total=343, out_dir=tmp_path)
     assert len(_axes(fig, "generated")) == 2
+    assert any(t.get_text().endswith("the first 2 of 343 test events") for t in fig.texts)
     with pytest.raises(ValueError, match="same examples"):
         viz.signature_grid(eeg, 128.0, labels[:2], stim, gen, top3, clip_trained=True, synthetic=False,
                            out_dir=tmp_path)
