@@ -271,6 +271,9 @@ def on_train_clicked(session: TrainingSession, values: Mapping[str, Any], loss_o
     if not getattr(session.semantic.clip, "trained", True):
         banner = UNTRAINED_CLIP_NOTE
     label = ", ".join(f"{k.replace('lambda_', '')} {v:g}" for k, v in weights.items())
+    warmup = trainer.config.adv_warmup_epochs
+    if warmup and weights["lambda_adv"] > 0:  # the figures must not credit epochs 1..warmup to the adv weight
+        label += f"; adv from epoch {warmup + 1}"
     figs: dict = {}
 
     def redraw(tr, row=None):

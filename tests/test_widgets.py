@@ -175,8 +175,9 @@ def test_status_says_when_the_adversarial_term_is_still_off(session_parts):
     session = widgets.TrainingSession(dataclasses.replace(config, adv_warmup_epochs=2, epochs=6), train, val, semantic)
     status = FakeLabel()
     values = {"lambda_adv": 1.0, "lambda_rec": 10.0, "lambda_kl": 1.0, "lambda_clip": 5.0, "epochs": 1}
-    widgets.on_train_clicked(session, values, FakeOutput(), FakeOutput(), status)
+    res = widgets.on_train_clicked(session, values, FakeOutput(), FakeOutput(), status)
     assert "adversarial term off until epoch 3" in status.value
+    assert "adv from epoch 3" in res["loss_figure"]._suptitle.get_text()
     widgets.on_train_clicked(session, values, FakeOutput(), FakeOutput(), status)
     assert "epoch 2/2" in status.value and "adversarial" not in status.value
 
