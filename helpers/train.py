@@ -35,7 +35,7 @@ import torch
 
 from helpers.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from helpers.config import Config
-from helpers.losses import WEIGHT_NAMES, discriminator_loss, generator_losses, kl_divergence
+from helpers.losses import discriminator_loss, generator_losses, kl_divergence, loss_weights
 from helpers.models import build_models, reparameterise
 
 CHECKPOINT_NAME = "last.pt"
@@ -135,8 +135,7 @@ class Trainer:
             raise ValueError(f"adv_warmup_epochs must be an int >= 0, got {warmup!r}")
         if isinstance(enc_lr, bool) or not isinstance(enc_lr, numbers.Real) or not math.isfinite(enc_lr) or enc_lr < 0:
             raise ValueError(f"encoder_learning_rate must be a finite number >= 0 (0 = learning_rate), got {enc_lr!r}")
-        if warmup > 0 and c.lambda_adv > 0 and not any(float(getattr(c, n)) > 0 for n in WEIGHT_NAMES
-                                                      if n != "lambda_adv"):
+        if warmup > 0 and c.lambda_adv > 0 and not any(v > 0 for n, v in loss_weights(c).items() if n != "lambda_adv"):
             raise ValueError(f"adv_warmup_epochs={warmup} turns the adversarial term off for the first epochs, and "
                              f"every other loss weight is 0: nothing would train then. Set adv_warmup_epochs=0 "
                              f"or give another term a weight.")
@@ -162,7 +161,7 @@ class Trainer:
         # Phase 1: discriminator on real stimuli vs generated.detach(), except in the warm-up epochs, when
         # the adversarial term is off (weights below) and the discriminator is left alone.
         adversarial = self.epoch >= c.adv_warmup_epochs
-        weights = {name: getattr(c, name) for name in WEIGHT_NAMES}
+        weights = loss_weights(c)
         d_loss_value = float("nan")
         if adversarial:
             self.opt_d.zero_grad(set_to_none=True)

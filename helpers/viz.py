@@ -229,6 +229,19 @@ _TERM_ORDER = ("total", "adv", "rec", "kl", "clip", "cls", "disc")
 _NOT_CURVES = ("epoch", "seconds")  # bookkeeping in a Trainer's history, not loss terms
 
 
+def epoch_axis(ax, epochs) -> None:
+    """Whole epochs on the x axis, spanning the run's epochs: every panel of a run gets the same axis (a term
+    that starts later, such as adv and disc after a warm-up, shows the gap), and one epoch is one tick, not a
+    0.95-1.05 range with fractional ticks."""
+    epochs = np.asarray(epochs, dtype=float)
+    pad = max(0.3, 0.04 * (epochs.max() - epochs.min()))
+    ax.set_xlim(epochs.min() - pad, epochs.max() + pad)
+    if epochs.min() == epochs.max():
+        ax.set_xticks([epochs.min()])
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
 def _term(key: str) -> str:
     """The loss term a history key is about: ``train_rec`` and ``rec`` are both ``rec``."""
     return key[len("train_"):] if key.startswith("train_") else key
@@ -272,11 +285,8 @@ def training_curves(history: Sequence[Mapping], *, clip_trained: bool, synthetic
     fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 2.9 * nrows + 0.4 + banner_h), squeeze=False)
     for ax in axes.ravel()[len(panels):]:
         ax.set_visible(False)
-    # One epoch axis for every panel: a term that starts later (adv and disc after a warm-up) shows the gap.
-    pad = max(0.3, 0.04 * (epochs.max() - epochs.min()))
     for ax, panel in zip(axes.ravel(), panels):
-        ax.set_xlim(epochs.min() - pad, epochs.max() + pad)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        epoch_axis(ax, epochs)
         if panel is val_only:
             for key in panel:
                 ax.plot(epochs, series(key), marker="o", ms=3, label=key[4:])

@@ -151,13 +151,11 @@ def render_loss_curves(history: list[dict], title: str = "") -> "Figure":
     ax_val.set_xlabel("epoch")
     ax_val.set_ylim(-0.02, max(1.05, ax_val.get_ylim()[1]))
     ax_val.legend(fontsize=7)
-    from matplotlib.ticker import MaxNLocator
+    if epochs:
+        from helpers.viz import epoch_axis
 
-    for ax in (ax_loss, ax_val):
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        if len(epochs) == 1:  # one point: autoscale would span +-0.05 with fractional ticks
-            ax.set_xlim(epochs[0] - 0.5, epochs[0] + 0.5)
-            ax.set_xticks([epochs[0]])
+        for ax in (ax_loss, ax_val):
+            epoch_axis(ax, epochs)
     if title:
         fig.suptitle(title, fontsize=9)
     return fig
