@@ -205,13 +205,30 @@ def _stimuli_nchw(stimuli, size: tuple[int, int]) -> torch.Tensor:
     return t
 
 
-def image_similarity(generated, stimuli, labels) -> dict:
-    """SSIM and Pearson pixel correlation of each generated image with its true stimulus.
+def _ssim_and_corr(img: np.ndarray, ref: np.ndarray, win: int) -> tuple[float, float | None]:
+    """SSIM and Pearson correlation of two grayscale [0, 1] images; correlation None when one is constant."""
+    ssim = float(structural_similarity(img, ref, data_range=1.0, win_size=win))
+    if np.ptp(img) == 0 or np.ptp(ref) == 0:
+        return ssim, None
+    return ssim, float(_st.pearsonr(img.ravel(), ref.ravel())[0])
+
+
+def image_similarity(generated, stimuli, labels, train_labels=None) -> dict:
+    """SSIM and Pearson pixel correlation of each generated image with its true stimulus, with references.
 
     ``generated``: ``[n, 3, h, w]`` in [-1, 1]; ``stimuli``: ``uint8 [10, H, W, 3]`` or ``[10, 3, H, W]``
     in [-1, 1], resized (antialiased) to ``h x w``; both compared as grayscale in [0, 1] with
     ``data_range=1`` (SSIM from scikit-image, correlation from SciPy). A constant image has no
     correlation; it counts as 0 and is tallied in ``n_constant_images``.
+
+    SSIM and correlation mean little on their own (black-on-white digits share most of their pixels), so
+    ``references`` holds what two images that know nothing score against the same true stimuli:
+
+    * ``label_blind``: the average training digit (the stimuli weighted by the classes of ``train_labels``,
+      or equally without them), the image an L1-trained generator drifts to when the EEG says nothing;
+    * ``wrong_digit``: each of the nine other stimuli, averaged: a clean image of the wrong digit.
+
+    A generator is only closer to the right digit than guessing when it beats both.
     """
     gen = _images_nchw(generated, "generated")
     labels = _check_labels(labels, N_CLASSES, n=gen.shape[0])
@@ -227,19 +244,34 @@ def image_similarity(generated, stimuli, labels) -> dict:
         raise ValueError(f"images of {h}x{w} are too small for SSIM")
     ssim, corr, n_const = [], [], 0
     for img, y in zip(g, labels):
-        ref = s[y]
-        ssim.append(float(structural_similarity(img, ref, data_range=1.0, win_size=win)))
-        if np.ptp(img) == 0 or np.ptp(ref) == 0:
-            corr.append(0.0)
-            n_const += 1
-        else:
-            corr.append(float(_st.pearsonr(img.ravel(), ref.ravel())[0]))
+        sv, cv = _ssim_and_corr(img, s[y], win)
+        ssim.append(sv)
+        corr.append(0.0 if cv is None else cv)
+        n_const += cv is None
     n = len(ssim)
+
+    shares = (stats.class_shares(_check_labels(train_labels, N_CLASSES, name="train_labels"), N_CLASSES)
+              if train_labels is not None else np.full(N_CLASSES, 1.0 / N_CLASSES))
+    average = np.tensordot(shares, s, axes=1)
+    # One pair per stimulus is enough: every test event of digit y gets the same reference scores.
+    blind = {y: _ssim_and_corr(average, s[y], win) for y in range(N_CLASSES)}
+    wrong = {y: [_ssim_and_corr(s[o], s[y], win) for o in range(N_CLASSES) if o != y] for y in range(N_CLASSES)}
+
+    def summary(pairs: list[tuple[float, float | None]]) -> dict:
+        return {"ssim_mean": float(np.mean([p[0] for p in pairs])) if pairs else None,
+                "pixel_corr_mean": float(np.mean([p[1] or 0.0 for p in pairs])) if pairs else None}
+
+    references = {
+        "label_blind": {**summary([blind[int(y)] for y in labels]),
+                        "what": "the average training digit (class-weighted mean of the stimuli)"},
+        "wrong_digit": {**summary([p for y in labels for p in wrong[int(y)]]),
+                        "what": "each of the nine other stimuli"},
+    }
     return {
         "ssim_mean": float(np.mean(ssim)) if n else None, "ssim_std": float(np.std(ssim)) if n else None,
         "pixel_corr_mean": float(np.mean(corr)) if n else None, "pixel_corr_std": float(np.std(corr)) if n else None,
         "ssim_per_event": ssim, "pixel_corr_per_event": corr, "n_constant_images": int(n_const),
-        "compared_at": [int(h), int(w)], "grayscale": True, "data_range": 1.0,
+        "compared_at": [int(h), int(w)], "grayscale": True, "data_range": 1.0, "references": references,
     }
 
 
@@ -258,8 +290,9 @@ def _validation_block(validation: Mapping, n_classes: int) -> dict:
         labels = _check_labels(validation["labels"], n_classes, name="validation labels")
         n = int(labels.shape[0])
         out["n_events"] = n
-        out["chance_top1"] = 1.0 / n_classes
-        out["chance_top1_upper95"] = stats.chance_upper95(n, 1.0 / n_classes)
+        out["chance_top1"] = stats.chance_level(labels, 1, n_classes)
+        out["chance_top1_upper95"] = stats.chance_upper95(n, out["chance_top1"])
+        out["chance_top3"] = stats.chance_level(labels, 3, n_classes)
     for key, value in validation.items():
         if key == "labels":
             continue
@@ -281,7 +314,7 @@ def evaluation_metrics(labels, semantic_scores, judge_scores, baseline_scores, *
                        synthetic: bool, oracle_top1: float | None = None, generated=None, stimuli=None,
                        oracle_label_semantic_scores=None, oracle_label_judge_scores=None,
                        validation: Mapping | None = None, n_permutations: int = 1000, seed: int = 0,
-                       extra: Mapping | None = None, n_classes: int = N_CLASSES) -> dict:
+                       extra: Mapping | None = None, n_classes: int = N_CLASSES, train_labels=None) -> dict:
     """The ``metrics.json`` dict for the held-out test events (plain Python types only).
 
     Inputs: true ``labels`` [n]; ``semantic_scores`` (cosines to the 10 stimulus CLIP embeddings),
@@ -291,10 +324,17 @@ def evaluation_metrics(labels, semantic_scores, judge_scores, baseline_scores, *
     synthetic data (required when ``synthetic``). ``generated`` [n, 3, h, w] in [-1, 1] with
     ``stimuli`` adds SSIM and pixel correlation. ``validation`` (see :func:`_validation_block`) is
     nested under ``"validation"``; ``extra`` entries are added at the top level (no overwriting).
+    ``train_labels`` [n_train] adds the label-blind references: the majority-class classifier (the training
+    events' most frequent digit, ``majority_class_top1``) and, for SSIM and pixel correlation, the average
+    training digit (``ssim_label_blind``); a wrong digit (``ssim_wrong_digit``) is always added.
+
+    Chance (``chance_top1``, ``chance_top3`` and their 95 % bounds) is computed from the test events' own class
+    mix (:func:`helpers.stats.chance_level`), not assumed to be 1 / n_classes.
 
     Top-level contract keys (DESIGN section 9): ``n_test_events``, ``semantic_top1``,
     ``semantic_top3``, ``judge_top1``, ``judge_top3``, ``linear_baseline_top1``, ``chance_top1``,
-    ``chance_top1_upper95``, ``clip_semantic``, and ``oracle_top1`` when synthetic. Details per
+    ``chance_top1_upper95``, ``clip_semantic``, ``majority_class_top1`` (with ``train_labels``), and
+    ``oracle_top1`` when synthetic. Details per
     scorer (intervals, permutation tests, confusion, histogram) are under ``"scorers"``.
     """
     labels = _check_labels(labels, n_classes)
@@ -304,6 +344,10 @@ def evaluation_metrics(labels, semantic_scores, judge_scores, baseline_scores, *
     if synthetic and oracle_top1 is None:
         raise ValueError("synthetic data: pass oracle_top1 (the Bayes accuracy the generator's parameters allow)")
     scorers = {"semantic": semantic_scores, "judge": judge_scores, "linear_baseline": baseline_scores}
+    # The plainest real classifier: always the training events' most frequent digit (without train_labels, the
+    # test events' own: then it equals chance_top1).
+    train_labels = labels if train_labels is None else _check_labels(train_labels, n_classes, name="train_labels")
+    scorers["majority_class"] = stats.majority_class_scores(train_labels, n, n_classes)
     if oracle_label_semantic_scores is not None:
         scorers["oracle_label_semantic"] = oracle_label_semantic_scores
     if oracle_label_judge_scores is not None:
@@ -313,7 +357,8 @@ def evaluation_metrics(labels, semantic_scores, judge_scores, baseline_scores, *
         _check_scores(sc, labels, f"{name} scores", n_classes)
         blocks[name] = scorer_summary(sc, labels, n_classes, n_permutations=n_permutations, seed=seed)
 
-    p1, p3 = 1.0 / n_classes, 3.0 / n_classes
+    # Chance follows the test events' own class mix: the best label-blind guess names the most frequent class.
+    p1, p3 = stats.chance_level(labels, 1, n_classes), stats.chance_level(labels, 3, n_classes)
     lo1, hi1 = stats.chance_interval(n, p1)
     m: dict[str, Any] = {
         "n_test_events": n,
@@ -325,6 +370,8 @@ def evaluation_metrics(labels, semantic_scores, judge_scores, baseline_scores, *
         "chance_top1_interval95": [lo1, hi1],
         "chance_top3": p3,
         "chance_top3_upper95": stats.chance_upper95(n, p3),
+        "uniform_chance_top1": 1.0 / n_classes,
+        "test_class_shares": stats.class_shares(labels, n_classes).tolist(),
     }
     for name, block in blocks.items():
         for k in (1, 3):
@@ -338,8 +385,11 @@ def evaluation_metrics(labels, semantic_scores, judge_scores, baseline_scores, *
     if generated is not None:
         if stimuli is None:
             raise ValueError("generated images given without the stimuli to compare them with")
-        sim = image_similarity(generated, stimuli, labels)
+        sim = image_similarity(generated, stimuli, labels, train_labels=train_labels)
         m["ssim_mean"], m["pixel_corr_mean"] = sim["ssim_mean"], sim["pixel_corr_mean"]
+        for ref in ("label_blind", "wrong_digit"):
+            m[f"ssim_{ref}"], m[f"pixel_corr_{ref}"] = sim["references"][ref]["ssim_mean"], \
+                sim["references"][ref]["pixel_corr_mean"]
         m["image_similarity"] = sim
     m["scorers"] = blocks
     if validation is not None:

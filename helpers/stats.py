@@ -45,13 +45,41 @@ def topk_accuracy(scores: np.ndarray, labels: np.ndarray, k: int = 1) -> float:
 
 
 def clopper_pearson(successes: int, n: int, level: float = 0.95) -> tuple[float, float]:
-    """Exact binomial confidence interval for a proportion."""
+    """Exact (Clopper-Pearson) binomial confidence interval for a proportion, from SciPy's ``binomtest``."""
     if n <= 0:
         return (float("nan"), float("nan"))
-    a = 1.0 - level
-    lo = 0.0 if successes == 0 else float(_st.beta.ppf(a / 2, successes, n - successes + 1))
-    hi = 1.0 if successes == n else float(_st.beta.ppf(1 - a / 2, successes + 1, n - successes))
-    return lo, hi
+    ci = _st.binomtest(int(successes), int(n)).proportion_ci(confidence_level=level, method="exact")
+    return float(ci.low), float(ci.high)
+
+
+def class_shares(labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """Share of each class among ``labels`` (``float64 [n_classes]``; all zero for no labels)."""
+    labels = np.asarray(labels, dtype=np.int64).reshape(-1)
+    counts = np.bincount(labels, minlength=n_classes)[:n_classes].astype(np.float64)
+    return counts / counts.sum() if counts.sum() else counts
+
+
+def chance_level(labels: np.ndarray, k: int, n_classes: int) -> float:
+    """The best top-k accuracy a label-blind guess can reach on these events: the share of their k most
+    frequent classes (k / n_classes when the classes are balanced).
+
+    A scorer that ignores its input can do no better than always naming the k most frequent classes of the
+    very events it is tested on. On a recording with 40 % zeros that is 0.40 top-1, not 0.10: an accuracy must
+    beat this, not the uniform 1 / n_classes, before it says anything about the EEG.
+    """
+    if not 1 <= k <= n_classes:
+        raise ValueError(f"k={k} must be between 1 and the number of classes ({n_classes})")
+    shares = class_shares(labels, n_classes)
+    if not shares.sum():
+        return float("nan")
+    return float(np.sort(shares)[::-1][:k].sum())
+
+
+def majority_class_scores(train_labels: np.ndarray, n: int, n_classes: int) -> np.ndarray:
+    """Scores ``[n, n_classes]`` of the plainest real classifier: class frequencies of the TRAINING events,
+    the same for every test event (its top-1 is the training set's majority class; ties go to the lower class)."""
+    shares = class_shares(train_labels, n_classes)
+    return np.tile(shares, (int(n), 1))
 
 
 def chance_interval(n: int, p: float, level: float = 0.95) -> tuple[float, float]:
@@ -93,13 +121,14 @@ class Accuracy:
 
 
 def accuracy_report(scores: np.ndarray, labels: np.ndarray, k: int = 1, n_classes: int | None = None) -> Accuracy:
-    """Top-k accuracy with its Clopper-Pearson interval and the chance level k / n_classes."""
+    """Top-k accuracy with its Clopper-Pearson interval and the chance level of these labels' own class mix
+    (:func:`chance_level`: k / n_classes only when the classes are balanced)."""
     scores = np.asarray(scores)
     n_classes = n_classes or scores.shape[1]
     correct = topk_correct(scores, labels, k)
     n = int(correct.size)
     hits = int(correct.sum())
-    p = k / n_classes
+    p = chance_level(labels, k, n_classes) if n else k / n_classes
     lo, hi = clopper_pearson(hits, n)
     return Accuracy(value=hits / n if n else float("nan"), n=n, k=k, chance=p,
                     ci95_low=lo, ci95_high=hi, chance_upper95=chance_upper95(n, p))
@@ -109,8 +138,9 @@ def permutation_test(scores: np.ndarray, labels: np.ndarray, k: int = 1, n_permu
                      seed: int = 0) -> dict:
     """Top-k accuracy against the distribution obtained by shuffling the labels.
 
-    Returns the observed accuracy, the null mean and 95th percentile, and the p-value
-    (with the +1 correction, so it is never 0).
+    Shuffling keeps the test events' own class mix, so the null already reflects unbalanced classes (a scorer
+    that always names the majority class is at the null's centre, not above it). Returns the observed accuracy,
+    the null mean and 95th percentile, and the p-value (with the +1 correction, so it is never 0).
     """
     rng = np.random.default_rng(seed)
     labels = np.asarray(labels)

@@ -69,6 +69,9 @@ class SyntheticSpec:
     n_blocks: int = 20  # session_blocks: number of contiguous blocks (codes constant within each)
     session_strength: float = 2.0  # session_blocks: strength of each block's signature (2: a random split "decodes" ~0.7)
     first_event_id: int = 67635
+    # Share of each digit 0-9 (None = equal). Only with class_strength 0 ("signal" mode): recordings are not
+    # balanced, and a no-signal file with 40 % zeros is how the tests prove that chance follows the class mix.
+    class_priors: tuple | None = None
 
     def check(self) -> None:
         if self.n_events < 1:
@@ -81,6 +84,13 @@ class SyntheticSpec:
             raise ValueError(f"label_mode must be one of {LABEL_MODES}, got {self.label_mode!r}")
         if self.label_mode == "session_blocks" and not 1 <= self.n_blocks <= self.n_events:
             raise ValueError(f"n_blocks must be between 1 and n_events, got {self.n_blocks}")
+        if self.class_priors is not None:
+            p = np.asarray(self.class_priors, dtype=float)
+            if p.shape != (10,) or (p < 0).any() or not np.isclose(p.sum(), 1.0):
+                raise ValueError(f"class_priors must be 10 non-negative shares summing to 1, got {self.class_priors}")
+            if self.label_mode != "signal" or self.class_strength != 0:
+                raise ValueError("class_priors is for no-signal files (label_mode 'signal', class_strength 0): "
+                                 "the oracle of unequal classes with a signal is not computed")
 
 
 @dataclass
@@ -274,6 +284,8 @@ def _event_plan(spec: SyntheticSpec) -> dict[str, np.ndarray]:
         blocks = np.arange(n) * spec.n_blocks // n
         block_codes = rng.permutation(np.resize(np.arange(10), spec.n_blocks))
         codes = block_codes[blocks]
+    elif spec.class_priors is not None:
+        codes = rng.choice(10, size=n, p=np.asarray(spec.class_priors, dtype=float))
     else:
         codes = rng.integers(0, 10, n)
     codes = np.where(random, -1, codes)
@@ -408,11 +420,14 @@ def write_synthetic(path: str | Path, spec: SyntheticSpec | None = None, progres
         bar.close()
     tmp.replace(path)
     acc, se = oracle_accuracy(spec)
+    if spec.class_priors is not None:  # no signal: the best guess is the most frequent digit
+        acc, se = float(max(spec.class_priors)), 0.0
     starts = []
     if spec.label_mode == "session_blocks":
         starts = [int(i) for i in np.flatnonzero(np.diff(np.r_[-1, plan["blocks"]]))]
     info = SyntheticInfo(path=str(path), n_events=spec.n_events, n_lines=spec.n_events * N_CH,
-                         oracle_top1=acc, oracle_se=se, chance_top1=0.1, spec=asdict(spec),
+                         oracle_top1=acc, oracle_se=se,
+                         chance_top1=0.1 if spec.class_priors is None else float(max(spec.class_priors)), spec=asdict(spec),
                          block_starts=starts, n_bytes=path.stat().st_size,
                          seconds=round(time.perf_counter() - t0, 3))
     info_path(path).write_text(json.dumps(info.to_dict(), indent=1) + "\n")

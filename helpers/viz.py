@@ -252,12 +252,14 @@ def _is_number(v) -> bool:
 
 
 def training_curves(history: Sequence[Mapping], *, clip_trained: bool, synthetic: bool, out_dir=None,
-                    filename: str = "training_curves.png", title: str = "training") -> tuple[Figure, Path]:
+                    filename: str = "training_curves.png", title: str = "training",
+                    chance: tuple[float, float] | None = None) -> tuple[Figure, Path]:
     """One panel per loss term (``total``, ``adv``, ``rec``, ``kl``, ``clip``, ``cls``, ``disc``, then any
     other): training solid, ``val_<term>`` dashed. Keys may carry a ``train_`` prefix (a Trainer's history);
     ``seconds`` and terms that are NaN in every epoch (left out of the loss) are not drawn. Validation-only
-    series (e.g. ``val_semantic_top1``) share a last panel, with the chance levels of top-1 (0.1) and top-3
-    (0.3) when they are accuracies.
+    series (e.g. ``val_semantic_top1``) share a last panel, with the chance levels of top-1 and top-3 when they
+    are accuracies: ``chance`` = (top-1, top-3) of the validation events' class mix
+    (:func:`helpers.stats.chance_level`), else the uniform 0.1 and 0.3, labelled as such.
     """
     if not history:
         raise ValueError("history is empty: nothing to plot")
@@ -291,8 +293,10 @@ def training_curves(history: Sequence[Mapping], *, clip_trained: bool, synthetic
             for key in panel:
                 ax.plot(epochs, series(key), marker="o", ms=3, label=key[4:])
             if all("top" in k for k in panel):
-                for lvl, name in ((0.1, "chance top-1"), (0.3, "chance top-3")):
-                    if any(f"top{int(lvl * 10)}" in k for k in panel):
+                levels = chance or (0.1, 0.3)
+                for k, lvl in zip((1, 3), levels):
+                    if any(f"top{k}" in key for key in panel):
+                        name = f"chance top-{k}" + ("" if chance else " (uniform)")
                         ax.axhline(lvl, color="0.5", ls=":", lw=1, label=name)
                 ax.set_ylim(0, 1)
             ax.set_title("validation", fontsize=10)
@@ -337,7 +341,8 @@ def confusion_matrix_figure(cm, title: str = "confusion (test)", *, clip_trained
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     acc = np.trace(cm) / cm.sum() if cm.sum() else float("nan")
-    ax.set_title(f"{title}\n(n={int(cm.sum())}, top-1 {acc:.3f}, chance {1 / c:.2f})", fontsize=10)
+    chance = rows.max() / cm.sum() if cm.sum() else float("nan")  # the majority class's share (stats.chance_level)
+    ax.set_title(f"{title}\n(n={int(cm.sum())}, top-1 {acc:.3f}, chance {chance:.2f} = largest class)", fontsize=10)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of true class")
     return _finish(fig, filename, out_dir, clip_trained=clip_trained, synthetic=synthetic)
 
@@ -382,7 +387,7 @@ def accuracy_bars(accuracies: Mapping, *, clip_trained: bool, synthetic: bool, c
     for i, v in enumerate(values):
         ax.text(i, min(v + err[1, i] + 0.02, 1.02), f"{v:.3f}", ha="center", va="bottom", fontsize=8)
     if chance is not None:
-        ax.axhline(chance, color="black", ls=":", lw=1.2, label=f"chance {chance:.2f}")
+        ax.axhline(chance, color="black", ls=":", lw=1.2, label=f"chance {chance:.2f} (largest class of the test events)")
         if chance_upper95 is not None:
             ax.axhspan(chance, chance_upper95, color="0.6", alpha=0.3,
                        label=f"chance, upper 95% ({chance_upper95:.3f})")

@@ -8,7 +8,7 @@ import pytest
 from helpers import baseline as B
 from helpers import features as F
 from helpers.config import Config
-from helpers.stats import chance_interval
+from helpers.stats import chance_interval, chance_level
 
 
 def clusters(n, sep, seed, dim=20):
@@ -25,7 +25,8 @@ def test_separable_classes_are_perfect():
     Xte, yte = clusters(300, 12.0, 1)
     r = B.linear_baseline(Xtr, ytr, Xte, yte)
     assert r.top1.value == 1.0 and r.top3.value == 1.0
-    assert r.top1.chance == pytest.approx(0.1) and r.top3.chance == pytest.approx(0.3)
+    # chance is the test events' own class mix, not an assumed 1/10
+    assert r.top1.chance == pytest.approx(chance_level(yte, 1, 10)) and r.top3.chance == pytest.approx(chance_level(yte, 3, 10))
     assert r.scores.shape == (300, 10)
     np.testing.assert_array_equal(r.predictions, yte)
     np.testing.assert_array_equal(r.confusion, np.diag(np.bincount(yte, minlength=10)))
@@ -68,7 +69,7 @@ def test_to_dict_is_plain_json():
     r = B.linear_baseline(Xtr, ytr, Xte, yte, Xte, yte)
     d = json.loads(json.dumps(r.to_dict()))
     assert d["n_test"] == 200 and d["n_train"] == 500 and d["method"] == "lda"
-    assert d["top1"]["value"] == pytest.approx(r.top1.value) and d["top1"]["chance"] == pytest.approx(0.1)
+    assert d["top1"]["value"] == pytest.approx(r.top1.value) and d["top1"]["chance"] == pytest.approx(chance_level(yte, 1, 10))
     assert np.array(d["confusion"]).sum() == 200
     assert d["val_top1"]["n"] == 200
 
@@ -129,7 +130,9 @@ def test_reaches_80_percent_of_oracle_on_synthetic_signal(tmp_path):
 
 def test_stays_at_chance_without_class_signal(tmp_path):
     _, r, _ = synthetic_baseline(tmp_path, 0.0, n_events=2000)
-    lo, hi = chance_interval(r.top1.n, 0.1)
-    assert lo <= r.top1.value <= hi, str(r)
-    lo3, hi3 = chance_interval(r.top3.n, 0.3)
-    assert lo3 <= r.top3.value <= hi3, str(r)
+    # Without information no classifier beats the best label-blind guess (the majority share) beyond its 95 %
+    # bound; it may well score below it (it does not know which class is the majority in the test block).
+    assert r.top1.value <= r.top1.chance_upper95, str(r)
+    assert r.top3.value <= r.top3.chance_upper95, str(r)
+    lo, _ = chance_interval(r.top1.n, 0.1)
+    assert r.top1.value >= lo / 2, str(r)  # and it is not broken (a broken scorer can sit far below chance)

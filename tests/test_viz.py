@@ -149,18 +149,19 @@ def test_training_curves_panels(tmp_path):
     assert len(rec.lines) == 2  # train + validation
     np.testing.assert_allclose(rec.lines[1].get_ydata(), [2.5, 1.25, 2.5 / 3])
     val = [ax for ax in fig.axes if ax.get_title() == "validation"][0]
-    assert any(line.get_label() == "chance top-1" for line in val.lines)
+    assert any(line.get_label() == "chance top-1 (uniform)" for line in val.lines)  # no class mix given
     # A Trainer's history: train_ prefixes, seconds, a term left out of the loss (NaN), the label term.
     history = [{"epoch": e, "train_total": 3.0 / e, "train_rec": 2.0 / e, "train_clip": float("nan"),
                 "train_cls": 1.0 / e, "train_disc": 0.7, "val_rec": 2.5 / e, "val_semantic_top1": 0.2,
                 "val_label_head_top1": 0.3, "seconds": 100.0} for e in (1, 2)]
-    fig, _ = viz.training_curves(history, clip_trained=True, synthetic=False, out_dir=tmp_path)
+    fig, _ = viz.training_curves(history, clip_trained=True, synthetic=False, out_dir=tmp_path, chance=(0.25, 0.5))
     titles = [ax.get_title() for ax in fig.axes if ax.get_visible()]
     assert titles == ["total", "rec", "cls", "disc", "validation"]
     rec = [ax for ax in fig.axes if ax.get_title() == "rec"][0]
     np.testing.assert_allclose(rec.lines[1].get_ydata(), [2.5, 1.25])  # val_rec drawn with train_rec
     val = [ax for ax in fig.axes if ax.get_title() == "validation"][0]
     assert {line.get_label() for line in val.lines} >= {"semantic_top1", "label_head_top1", "chance top-1"}
+    assert [line.get_ydata()[0] for line in val.lines if line.get_label() == "chance top-1"] == [0.25]
     # A warm-up: adv and disc start at epoch 3; their panels keep the run's epoch axis, with whole epochs.
     history = [{"epoch": e, "train_total": 3.0 / e, "train_adv": float("nan") if e < 3 else 0.7,
                 "train_disc": float("nan") if e < 3 else 0.69} for e in range(1, 7)]
