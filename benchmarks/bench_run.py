@@ -43,7 +43,10 @@ def _peak_gb(stderr: str) -> float | None:
 
 def run_profile(profile: str, overrides: list[str]) -> dict:
     with tempfile.TemporaryDirectory(prefix=f"bench_run_{profile}_") as tmp:
-        env = {**os.environ, "EEG2IMG_DATA_DIR": str(Path(tmp) / "dataset"), "HF_HUB_OFFLINE": "1", "CI": "1"}
+        env = {**os.environ, "EEG2IMG_DATA_DIR": str(Path(tmp) / "dataset"), "HF_HUB_OFFLINE": "1", "CI": "1",
+               # digit-CLIP (what clip_weights=auto falls back to offline) from the checkout's cache: trained once
+               # there, not once per benchmark run in a fresh data folder.
+               "EEG2IMG_CACHE_DIR": os.environ.get("EEG2IMG_CACHE_DIR") or str(ROOT / "dataset" / "cache")}
         out = Path(tmp) / "results"
         cmd = [sys.executable, "-m", "helpers", "run", "--profile", profile, "--out", str(out)]
         for item in overrides:

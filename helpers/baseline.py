@@ -1,7 +1,7 @@
 """The linear "decodability" reference: how well a plain classifier reads the digit from the features.
 
-DESIGN sections 2.4 and 5: a generated image can only be as right about the digit as the EEG allows,
-so every generator metric is shown next to this number, computed on the same split and features.
+A generated image can only be as right about the digit as the EEG allows, so every generator metric is
+shown next to this number, computed on the same split and features (docs/DESIGN.md#features).
 
 Default: shrinkage LDA (``solver="lsqr", shrinkage="auto"``, Ledoit-Wolf): no hyper-parameter to tune,
 so the validation events are not needed to fit it and it is fully deterministic. The alternative,

@@ -1,4 +1,4 @@
-"""Command line: ``python -m helpers {inspect,prepare,run,notebooks}`` (DESIGN sections 4 and 9).
+"""Command line: ``python -m helpers {inspect,prepare,run,notebooks}`` (docs/DESIGN.md#command-line).
 
 Each subcommand lives in the module of its concern; this file only parses arguments, so that
 ``python -m helpers --help`` stays instant (no torch import).
@@ -41,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="default: $EEG2IMG_PROFILE or cpu")
     run.add_argument("--out", default=None, help="output folder (default: results/)")
     run.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
+    run.add_argument("--force", action="store_true",
+                     help="replace the run already in --out (without this, or --resume, such a folder is refused)")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="override any config field, e.g. --set lambda_clip=0 (repeatable)")
 

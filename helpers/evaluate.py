@@ -2,7 +2,7 @@
 
 Everything here takes arrays (scores, labels, images), never models, so each metric can be checked
 on hand-made inputs. ``evaluation_metrics`` assembles the ``metrics.json`` dict whose top-level keys
-are a contract (DESIGN section 9); ``write_json_atomic`` writes it so that a crash never leaves a
+are a contract (docs/DESIGN.md#metricsjson); ``write_json_atomic`` writes it so that a crash never leaves a
 half-written file. Accuracies, intervals and permutation tests come from :mod:`helpers.stats`.
 
 Scores are ``[n, 10]`` arrays, higher = more likely; column ``c`` is digit ``c``. Predictions are
@@ -331,7 +331,7 @@ def evaluation_metrics(labels, semantic_scores, judge_scores, baseline_scores, *
     Chance (``chance_top1``, ``chance_top3`` and their 95 % bounds) is computed from the test events' own class
     mix (:func:`helpers.stats.chance_level`), not assumed to be 1 / n_classes.
 
-    Top-level contract keys (DESIGN section 9): ``n_test_events``, ``semantic_top1``,
+    Top-level contract keys (docs/DESIGN.md#metricsjson): ``n_test_events``, ``semantic_top1``,
     ``semantic_top3``, ``judge_top1``, ``judge_top3``, ``linear_baseline_top1``, ``chance_top1``,
     ``chance_top1_upper95``, ``clip_semantic``, ``majority_class_top1`` (with ``train_labels``), and
     ``oracle_top1`` when synthetic. Details per

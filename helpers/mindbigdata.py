@@ -1,6 +1,6 @@
 """MindBigData text files: the format, a fast exact parser, a cache, and the ``inspect``/``prepare`` CLI.
 
-Format (DESIGN section 4): one tab-separated line per channel per event,
+Format (docs/DESIGN.md#mindbigdata-text-files): one tab-separated line per channel per event,
 ``[id] [event] [device] [channel] [code] [size] [data]``, data = ``size`` comma-separated floats.
 An event is every line with one ``[event]`` id and the requested device, in whatever order.
 
@@ -22,6 +22,8 @@ import json
 import os
 import sys
 import time
+import zipfile
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +39,7 @@ class DeviceSpec:
     sfreq: float
 
 
-# Channel orders as MindBigData documents them; the EP order is a contract (DESIGN section 4).
+# Channel orders as MindBigData documents them; the EP order is a contract (docs/DESIGN.md#mindbigdata-text-files).
 DEVICES: dict[str, DeviceSpec] = {
     "EP": DeviceSpec("EP", ("AF3", "F7", "F3", "FC5", "T7", "P7", "O1", "O2", "P8", "T8", "FC6", "F4", "F8", "AF4"), 128.0),
     "MW": DeviceSpec("MW", ("FP1",), 512.0),
@@ -50,7 +52,7 @@ CODES = tuple(range(-1, 10))  # -1 = random (non-digit) capture, 0-9 = the digit
 # Why an event was skipped. The first bad line of an event decides its reason.
 REASONS: dict[str, str] = {
     "too_few_fields": "fewer than the 7 tab-separated fields",
-    "bad_id": "the [id] field is not an integer",
+    "bad_id": "the [id] field is not a 64-bit integer",
     "unknown_channel": "channel name not in this device's channel set",
     "duplicate_channel": "a channel appears twice in the event",
     "missing_channel": "the event lacks one or more channels (known at end of file)",
@@ -67,6 +69,7 @@ CACHE_VERSION = 1
 _BLOCK_BYTES = 32 * 1024 * 1024
 _PROGRESS_MIN_BYTES = 200 * 1024 * 1024
 _MAX_EXAMPLES = 20
+_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 
 
 class MindBigDataError(ValueError):
@@ -160,6 +163,8 @@ class ParseReport:
             out.append(f"sizes: {self.size_min}-{self.size_max} samples (median {self.size_median:g})")
         for ex in self.skipped_examples[:5]:
             out.append(f"  e.g. line {ex['line']}, event {ex['event']}: {ex['reason']} {ex.get('detail', '')}".rstrip())
+        for ex in self.unreadable_examples[:3]:
+            out.append(f"  e.g. unreadable line {ex['line']}: {ex['detail']}")
         return "\n".join(out)
 
 
@@ -343,8 +348,12 @@ def parse_file(path: str | Path, device: str = "EP", strict: bool = False,
                     continue
                 try:
                     ev_id = int(f[1])
-                except ValueError:
-                    detail = f"event id {f[1][:20]!r} is not an integer"
+                    if not _INT64_MIN <= ev_id <= _INT64_MAX:  # event ids are stored as int64
+                        raise OverflowError
+                except (ValueError, OverflowError) as e:
+                    detail = (f"event id {f[1][:20]!r} is "
+                              + ("outside the 64-bit integer range" if isinstance(e, OverflowError)
+                                 else "not an integer"))
                     unreadable(lineno, detail)
                     if strict:
                         block_faults.append((lineno, "unreadable_line", detail))
@@ -382,7 +391,8 @@ def parse_file(path: str | Path, device: str = "EP", strict: bool = False,
                         fault, detail = "bad_size", f"size {f[5][:20].decode('latin-1')!r}"
                     else:
                         try:
-                            int(f[0])
+                            if not _INT64_MIN <= int(f[0]) <= _INT64_MAX:
+                                raise ValueError
                         except ValueError:
                             fault, detail = "bad_id", f"id {f[0][:20].decode('latin-1')!r}"
                     if fault is None:
@@ -549,40 +559,64 @@ def _fingerprint(path: Path, device: str, strict: bool) -> dict[str, Any]:
 
 
 def save_cache(out: str | Path, events: Events, report: ParseReport, fingerprint: dict | None = None) -> None:
-    """Write the .npz cache atomically (a temporary file in the same folder, then a rename)."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    """Write the .npz cache atomically (:func:`helpers.atomic.atomic_write`: never half a cache)."""
+    from helpers.atomic import atomic_write
+
     meta = {"device": events.device, "sfreq": events.sfreq, "report": report.to_dict(),
             "fingerprint": fingerprint or {}, "cache_version": CACHE_VERSION}
-    try:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, signals=events.signals, sizes=events.sizes, codes=events.codes,
-                     event_ids=events.event_ids, channels=np.array(events.channels),
-                     meta=np.array(json.dumps(meta)))
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    atomic_write(out, lambda fh: np.savez(fh, signals=events.signals, sizes=events.sizes, codes=events.codes,
+                                          event_ids=events.event_ids, channels=np.array(events.channels),
+                                          meta=np.array(json.dumps(meta))))
+
+
+class CacheError(ValueError):
+    """A parse cache is damaged (truncated, garbage bytes, missing or inconsistent arrays): one line, why."""
+
+
+# Everything a damaged .npz can raise while numpy reads it: a cut zip (BadZipFile), changed bytes (BadZipFile
+# "Bad CRC-32", zlib.error), no zip at all (ValueError: pickled data), a missing array (KeyError), bad JSON.
+_DAMAGED_NPZ = (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile, zlib.error)
+
+
+def _damaged(path: Path, e: BaseException) -> CacheError:
+    detail = str(e).splitlines()[0] if str(e) else "no detail"
+    return CacheError(f"cache {path} is damaged ({type(e).__name__}: {detail})")
 
 
 def _read_meta(path: Path) -> dict[str, Any]:
-    with np.load(path, allow_pickle=False) as z:
-        return json.loads(str(z["meta"]))
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return json.loads(str(z["meta"]))
+    except _DAMAGED_NPZ as e:
+        raise _damaged(path, e) from None
 
 
 def load_cache(path: str | Path, *, with_report: bool = False):
-    """Load a cache written by :func:`prepare`: ``Events``, or ``(Events, ParseReport)`` with ``with_report``."""
+    """Load a cache written by :func:`prepare`: ``Events``, or ``(Events, ParseReport)`` with ``with_report``.
+
+    A damaged cache raises :class:`CacheError` (one line); :func:`prepare` then rebuilds it from the text file.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no such cache: {path}")
-    with np.load(path, allow_pickle=False) as z:
-        meta = json.loads(str(z["meta"]))
-        events = Events(signals=z["signals"], sizes=z["sizes"], codes=z["codes"], event_ids=z["event_ids"],
-                        channels=tuple(str(s) for s in z["channels"]), device=meta["device"],
-                        sfreq=float(meta["sfreq"]))
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(str(z["meta"]))
+            events = Events(signals=z["signals"], sizes=z["sizes"], codes=z["codes"], event_ids=z["event_ids"],
+                            channels=tuple(str(s) for s in z["channels"]), device=meta["device"],
+                            sfreq=float(meta["sfreq"]))
+        report = ParseReport.from_dict(meta["report"])
+    except _DAMAGED_NPZ as e:
+        raise _damaged(path, e) from None
+    n = len(events.codes)
+    shapes = {"sizes": events.sizes.shape, "codes": events.codes.shape, "event_ids": events.event_ids.shape}
+    if (events.signals.ndim != 3 or events.signals.shape[:2] != (n, len(events.channels))
+            or any(shape != (n,) for shape in shapes.values()) or report.events_valid != n):
+        raise CacheError(f"cache {path} is damaged (inconsistent arrays: signals {events.signals.shape}, "
+                         f"{len(events.channels)} channels, " + ", ".join(f"{k} {v}" for k, v in shapes.items())
+                         + f", report says {report.events_valid} events)")
     if with_report:
-        return events, ParseReport.from_dict(meta["report"])
+        return events, report
     return events
 
 
@@ -601,8 +635,8 @@ def prepare(path: str | Path, out: str | Path, device: str = "EP", strict: bool 
             if _read_meta(out).get("fingerprint") == fp:
                 events, report = load_cache(out, with_report=True)
                 return events, report, True
-        except (OSError, ValueError, KeyError) as e:  # unreadable or old cache: rebuild it
-            print(f"warning: cache {out} unusable ({e}); rebuilding it", file=sys.stderr)
+        except (CacheError, OSError) as e:  # a damaged cache is only a lost shortcut: rebuild it
+            print(f"notice: {e}; rebuilding it from {path}", file=sys.stderr)
     events, report = parse_file(path, device=device, strict=strict, progress=progress)
     save_cache(out, events, report, fp)
     return events, report, False

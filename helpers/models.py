@@ -1,6 +1,6 @@
 """The VAE-GAN: an EEG-feature encoder, a ConvTranspose2d image generator and a conv discriminator.
 
-Shapes (DESIGN section 1): features [B, feature_dim] -> (mu, logvar) [B, latent_dim] -> z ->
+Shapes (docs/DESIGN.md#models): features [B, feature_dim] -> (mu, logvar) [B, latent_dim] -> z ->
 image [B, 3, image_size, image_size] in [-1, 1] (Tanh). The discriminator scores images with one
 logit each: real = the stimulus image of the event's digit, fake = the generated image.
 

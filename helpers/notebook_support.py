@@ -92,12 +92,20 @@ def expected_clip(config: Config) -> tuple[str, bool]:
     """(description, trained) of the CLIP that ``config`` will get, decided without loading it.
 
     ``auto`` gets pretrained weights only when they are in the local cache (or the hub is reachable;
-    this check does not probe the network and reports the cache only).
+    this check does not probe the network and reports the cache only), else digit-CLIP.
     """
+    from helpers.digit_clip import DIGIT_CLIP_NAME, cache_paths
+
     weights = config.clip_weights.strip()
     key = weights.lower()
+    cached_digit = cache_paths()[0]
+    digit_clip = (f"digit-CLIP (trained by this project on handwritten digits and fonts; "
+                  + (f"cached: {cached_digit})" if cached_digit.is_file() else
+                     f"trained on first use, about two minutes, then cached in {cached_digit.parent})"))
     if key == "untrained":
         return f"{config.clip_model}, untrained (random weights, chosen by the profile)", False
+    if config.clip_model == DIGIT_CLIP_NAME and key in ("auto", "pretrained"):
+        return digit_clip, True
     if key in ("auto", "pretrained"):
         cached = None
         try:
@@ -115,7 +123,7 @@ def expected_clip(config: Config) -> tuple[str, bool]:
             return (f"{config.clip_model} / {config.clip_pretrained}: pretrained weights asked for but NOT in "
                     f"the local cache - loading will fail unless the hub is reachable"), False
         return (f"{config.clip_model}: clip_weights=auto but the pretrained weights ({config.clip_pretrained}) are "
-                f"not in the local cache - it falls back to an UNTRAINED CLIP unless the hub is reachable"), False
+                f"not in the local cache - unless the hub is reachable it falls back to {digit_clip}"), True
     return f"{config.clip_model}, checkpoint {weights}", Path(weights).expanduser().is_file()
 
 
@@ -169,7 +177,7 @@ def status(config: Config, loaded: Any = None, clip: Any = None) -> Status:
         data = f"{'SYNTHETIC' if synthetic else 'real'}: {loaded.source}"
         oracle = getattr(loaded, "oracle_top1", None)
         if synthetic and oracle is not None:
-            data += f" (oracle top-1 {float(oracle):.2f}, chance 0.10)"
+            data += f" (oracle top-1 {float(oracle):.2f}, uniform chance 0.10)"
     else:
         path = real_data_path()
         synthetic = not path.is_file()
@@ -517,10 +525,14 @@ def leakage_table(rows: Sequence[LeakageRow]):
                           "honest?": "yes" if r.honest else "NO (leaks)", "why": r.note} for r in rows])
 
 
-def plot_accuracies(named: Mapping[str, Any], title: str = "", chance: float = 0.1, oracle: float | None = None):
-    """Bars of top-1 accuracies (helpers.stats.Accuracy) with 95 % intervals, chance and its upper bound."""
+def plot_accuracies(named: Mapping[str, Any], title: str = "", chance: float | None = None,
+                    oracle: float | None = None):
+    """Bars of top-1 accuracies (helpers.stats.Accuracy) with 95 % intervals, chance and its upper bound.
+
+    ``chance`` defaults to the largest of the accuracies' own chance levels (their test events' class mix)."""
     names = list(named)
     acc = [named[n] for n in names]
+    chance = max(a.chance for a in acc) if chance is None else chance
     vals = np.array([a.value for a in acc])
     err = np.array([[a.value - a.ci95_low for a in acc], [a.ci95_high - a.value for a in acc]])
     fig = _figure(max(6.5, 1.6 * len(names) + 2.5), 3.4)
@@ -655,35 +667,21 @@ def semantic_gradient_step(encoder, generator, clip, stimulus_embeddings, x, y, 
 # ------------------------------------------------------------------------------------------- notebooks 04-05
 
 def train_or_resume(config: Config, prepared: Any, semantic: Any, out_dir: str | Path | None = None,
-                    progress: bool | None = None, log=print):
+                    progress: bool | None = None, log=print, force: bool = False):
     """The profile's main training run in ``out_dir`` (default :func:`run_dir`), with per-epoch checkpoints.
 
-    A finished checkpoint of the same configuration, data, features and CLIP is reused (no training); an
-    unfinished one is resumed. One that cannot be resumed (made with another configuration, on other data or
-    features, or with another CLIP: ``helpers.checkpoint.CheckpointError``) is reported loudly, with the reason,
-    and REPLACED by a fresh run in the same folder, so that the notebooks still run top to bottom. Copy the
-    folder first (or pass another ``out_dir``) to keep the old run.
+    The same rule as ``python -m helpers run --resume`` (:func:`helpers.pipeline.open_run`): a finished
+    checkpoint of the same configuration, data, features and CLIP is reused (no training); an unfinished one
+    is resumed; a damaged ``last.pt`` falls back to ``previous.pt`` (said in the log). One that cannot be
+    resumed (another configuration, other data or features, another CLIP) is REFUSED with
+    ``helpers.checkpoint.CheckpointError`` saying why, and the folder is left exactly as it was (nothing is
+    written before that check). ``force=True`` replaces such a run with a fresh one in the same folder, like
+    ``run --force``; copy the folder first (or pass another ``out_dir``) to keep the old run.
     """
-    from helpers.checkpoint import CheckpointError
-    from helpers.pipeline import build_trainer, save_features, train_data
+    from helpers.pipeline import open_run, train_data
 
     out = Path(out_dir) if out_dir is not None else run_dir(config)
-    out.mkdir(parents=True, exist_ok=True)
-    config.save(out / "config.json")
-    save_features(prepared, out)
-    trainer = build_trainer(config, semantic, out, prepared=prepared)
-    try:
-        resumed = trainer.resume_from(out)
-    except CheckpointError as e:
-        bar = "!" * 78
-        log(f"{bar}\n!! WARNING: the checkpoint in {out / 'models'} cannot be resumed and WILL BE REPLACED.\n"
-            f"!! Why: {e}\n"
-            f"!! Training a fresh run from epoch 0 in the same folder now: the old checkpoint and its history "
-            f"are overwritten when this run saves its first epoch.\n"
-            f"!! To keep the old run, stop here and copy {out} elsewhere (or give train_or_resume another "
-            f"out_dir).\n{bar}")
-        trainer = build_trainer(config, semantic, out, prepared=prepared)
-        resumed = False
+    trainer, resumed = open_run(config, prepared, semantic, out, resume=True, force=force, log=log)
     if resumed and trainer.epoch >= config.epochs:
         log(f"reusing the finished run in {out} ({trainer.epoch} epochs); delete {out / 'models'} to retrain")
         return trainer
@@ -744,7 +742,7 @@ def plot_comparison(histories: Mapping[float, list[dict]], trained_clip: bool = 
         ax_t.plot(ep, [r.get("val_semantic_top1", np.nan) for r in hist], marker="o", label=f"lambda_clip = {v:g}")
     ax_c.set_title("validation semantic loss 1 - cos (lower = closer to the stimulus)", fontsize=8)
     ax_t.set_title("validation semantic top-1", fontsize=8)
-    ax_t.axhline(0.1, color="grey", ls="--", lw=1, label="chance 0.1")
+    ax_t.axhline(0.1, color="grey", ls="--", lw=1, label="uniform chance 0.1")
     from matplotlib.ticker import MaxNLocator
 
     for ax in (ax_c, ax_t):
@@ -776,15 +774,20 @@ def _num(v) -> float | None:
 
 
 def metrics_table(metrics: Mapping[str, Any]):
-    """The numbers of metrics.json (DESIGN section 9), each with its interval, permutation p-value, what it
+    """The numbers of metrics.json (docs/DESIGN.md#metricsjson), each with its interval, permutation p-value, what it
     means and what it should be compared with; ``verdict`` says whether a top-1 beats chance's 95 % bound."""
     import pandas as pd
 
     chance = _num(metrics.get("chance_top1")) or 0.1
+    chance3 = _num(metrics.get("chance_top3")) or 0.3
     upper = _num(metrics.get("chance_top1_upper95"))
     upper3 = _num(metrics.get("chance_top3_upper95"))
     ref1 = f"chance {chance:.2f} (upper 95% {upper:.3f})" if upper is not None else f"chance {chance:.2f}"
-    ref3 = f"chance 0.30 (upper 95% {upper3:.3f})" if upper3 is not None else "chance 0.30"
+    ref3 = f"chance {chance3:.2f} (upper 95% {upper3:.3f})" if upper3 is not None else f"chance {chance3:.2f}"
+    ssim_ref = ("label-blind average digit {:.3f}, wrong digit {:.3f}".format(metrics["ssim_label_blind"],
+                metrics["ssim_wrong_digit"]) if "ssim_label_blind" in metrics else "compare runs")
+    corr_ref = ("label-blind average digit {:.3f}, wrong digit {:.3f}".format(metrics["pixel_corr_label_blind"],
+                metrics["pixel_corr_wrong_digit"]) if "pixel_corr_label_blind" in metrics else "compare runs")
     rows = [
         ("semantic_top1", "generated image -> nearest stimulus in CLIP space is the true digit", ref1),
         ("semantic_top3", "true digit among the 3 nearest stimuli in CLIP space", ref3),
@@ -792,14 +795,17 @@ def metrics_table(metrics: Mapping[str, Any]):
         ("judge_top3", "true digit among the judge's 3 best guesses", ref3),
         ("linear_baseline_top1", "shrinkage LDA on the 264 EEG features (no images at all)",
          "what the EEG features carry: the generator's realistic ceiling"),
+        ("majority_class_top1", "always the most frequent digit of the training events (no EEG at all)", ref1),
         ("oracle_label_judge_top1", "the same generator fed the TRUE class (judge reads it)",
          "upper bound: what perfect EEG decoding would give"),
         ("oracle_label_semantic_top1", "the same generator fed the TRUE class (CLIP ranks it)", "upper bound"),
-        ("ssim_mean", "structural similarity of generated image and true stimulus (1 = identical)",
-         "compare runs; an average digit already scores well"),
-        ("pixel_corr_mean", "pixel correlation of generated image and true stimulus", "compare runs"),
-        ("chance_top1", "guessing among 10 digits", "-"),
-        ("chance_top1_upper95", "a guesser exceeds this with probability < 5 % on this many test events", "-"),
+        ("ssim_mean", "structural similarity of generated image and true stimulus (1 = identical)", ssim_ref),
+        ("pixel_corr_mean", "pixel correlation of generated image and true stimulus", corr_ref),
+        ("ssim_label_blind", "SSIM of the average training digit with the true stimulus (no EEG at all)", "-"),
+        ("ssim_wrong_digit", "SSIM of a wrong digit's stimulus with the true stimulus", "-"),
+        ("chance_top1", "best label-blind guess: the share of the test events' most frequent digit", "-"),
+        ("chance_top1_upper95", "a label-blind guesser exceeds this with probability < 5 % on this many test events",
+         "-"),
         ("oracle_top1", "Bayes accuracy of the synthetic data (nobody can beat it)", "-"),
     ]
     out = []
@@ -827,3 +833,33 @@ def list_figures(folder: str | Path) -> list[Path]:
     """PNG files in ``folder`` (sorted), e.g. the evaluation's figures."""
     folder = Path(folder)
     return sorted(folder.glob("*.png")) if folder.is_dir() else []
+
+
+CLIP_EFFECT_JSON = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "clip_effect.json"
+
+
+def clip_effect_table(path: str | Path = CLIP_EFFECT_JSON):
+    """The lambda_clip experiment (benchmarks/bench_clip_effect.py) as a table: per arm, the judge's and CLIP's
+    top-1 and SSIM on held-out test events (mean over seeds with the 95 % interval of the mean), beside the linear
+    EEG baseline and chance's 95 % bound measured on the same runs."""
+    import json
+
+    import pandas as pd
+
+    result = json.loads(Path(path).read_text())
+
+    def cell(d):
+        return f"{d['mean']:.3f} ({d['ci95'][0]:.2f}-{d['ci95'][1]:.2f})" if d.get("ci95") else f"{d['mean']:.3f}"
+
+    rows = []
+    for arm, s in result["summary"].items():
+        cfg = result["arms"][arm]
+        rows.append({"arm": arm, "lambda_cls": cfg.get("lambda_cls"), "lambda_clip": cfg.get("lambda_clip"),
+                     "lambda_rec": cfg.get("lambda_rec", 10.0), "clip_views": cfg.get("clip_views", "default"),
+                     "judge top-1": cell(s["judge_top1"]), "CLIP top-1": cell(s["semantic_top1"]),
+                     "SSIM": round(s["ssim_mean"]["mean"], 3),
+                     "linear baseline": round(s["linear_baseline_top1"]["mean"], 3),
+                     "chance upper 95%": round(s["chance_top1_upper95"]["mean"], 3), "seeds": len(s["judge_top1"]["values"])})
+    df = pd.DataFrame(rows).set_index("arm")
+    df.attrs["seeds"] = result.get("seeds")
+    return df

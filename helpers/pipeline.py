@@ -33,6 +33,7 @@ class PreparedData:
     test: object
     rejected: dict            # split -> number of events rejected as artefacts (left out of training/metrics)
     baseline: object          # helpers.baseline.BaselineResult on the test events
+    too_short: dict | None = None  # split -> of the rejected, events too short to filter (features.min_samples)
 
     @property
     def synthetic(self) -> bool:
@@ -44,8 +45,11 @@ class PreparedData:
                if self.config.max_events and not self.synthetic else "")
         return (f"{cap}{len(self.digits)} digit events ({self.n_non_digit} code -1 events left out) from "
                 f"{self.loaded.source}{' [SYNTHETIC]' if self.synthetic else ''}; contiguous blocks: "
-                f"train {len(s.train)}, val {len(s.val)}, test {len(s.test)}; artefact-rejected "
-                f"{self.rejected}; features {self.train.X.shape[1]}-dim.\n{self.baseline}")
+                f"train {len(s.train)}, val {len(s.val)}, test {len(s.test)} ({self.config.split_gap_events} "
+                f"events left out between blocks); rejected {self.rejected}"
+                + (f" (too short to filter: {self.too_short})" if self.too_short and any(self.too_short.values())
+                   else "")
+                + f"; features {self.train.X.shape[1]}-dim.\n{self.baseline}")
 
 
 def load_events(config: Config, data_path: str | Path | None = None):
@@ -60,8 +64,15 @@ def load_events(config: Config, data_path: str | Path | None = None):
                         label_mode=config.synthetic_label_mode)
 
 
-def prepare_data(config: Config, data_path: str | Path | None = None) -> PreparedData:
-    """Load (or generate) the data, split by contiguous event-id blocks, fit features and the baseline."""
+def prepare_data(config: Config, data_path: str | Path | None = None,
+                 fitted_features: str | Path | None = None) -> PreparedData:
+    """Load (or generate) the data, split by contiguous event-id blocks, fit features and the baseline.
+
+    ``fitted_features``: a run's ``models/features.pt`` (:func:`save_features`). When that file exists, the
+    transform saved with the run is applied as it is instead of being fitted again, so a run is evaluated (and
+    resumed) with exactly the features it was trained on, whatever this machine's BLAS would fit now. It must
+    have been fitted on this split's training events with this recipe, else ValueError.
+    """
     from helpers.baseline import features_baseline
     from helpers.features import FeatureConfig, FeaturePipeline, digit_events
     from helpers.splits import assert_disjoint, block_split
@@ -70,16 +81,57 @@ def prepare_data(config: Config, data_path: str | Path | None = None) -> Prepare
     digits, n_non_digit = digit_events(loaded.events)
     if len(digits) < 30:
         raise ValueError(f"only {len(digits)} digit events in {loaded.source}: too few to split and train")
-    split = block_split(digits.event_ids, fractions=tuple(config.split_fractions))
+    split = block_split(digits.event_ids, fractions=tuple(config.split_fractions), gap=config.split_gap_events)
     assert_disjoint(split, digits.event_ids)
-    pipe = FeaturePipeline(FeatureConfig.from_config(config, sfreq=digits.sfreq)).fit(digits, split.train)
+    recipe = FeatureConfig.from_config(config, sfreq=digits.sfreq)
+    if fitted_features is not None and Path(fitted_features).is_file():
+        pipe = load_features(fitted_features, recipe, digits.event_ids[split.train])
+    else:
+        pipe = FeaturePipeline(recipe).fit(digits, split.train)
     sets = {name: pipe.transform(digits, getattr(split, name)) for name in ("train", "val", "test")}
     rejected = {name: fs.n_rejected for name, fs in sets.items()}
+    too_short = {name: fs.rejection_reasons()["too_short"] for name, fs in sets.items()}
     kept = {name: fs.kept() for name, fs in sets.items()}
     baseline = features_baseline(kept["train"], kept["test"], kept["val"], seed=config.seed)
     return PreparedData(config=config, loaded=loaded, digits=digits, n_non_digit=n_non_digit, split=split,
                         features=pipe, train=kept["train"], val=kept["val"], test=kept["test"],
-                        rejected=rejected, baseline=baseline)
+                        rejected=rejected, baseline=baseline, too_short=too_short)
+
+
+def _event_ids_sha1(event_ids) -> str:
+    import hashlib
+
+    return hashlib.sha1(np.ascontiguousarray(np.asarray(event_ids, dtype=np.int64)).tobytes()).hexdigest()
+
+
+def save_features(prepared: PreparedData, out_dir: str | Path) -> Path:
+    """The fitted feature transform goes next to the model, with the ids of the training events it was fitted
+    on: evaluation and resume re-apply it unchanged (:func:`prepare_data` with ``fitted_features``)."""
+    from helpers.checkpoint import save_checkpoint
+
+    train_ids = prepared.digits.event_ids[prepared.split.train]
+    return save_checkpoint({"features": prepared.features.state_dict(), "train_event_ids_sha1": _event_ids_sha1(train_ids)},
+                           Path(out_dir) / "models" / "features.pt")
+
+
+def load_features(path: str | Path, recipe, train_event_ids):
+    """A run's saved feature transform, checked against the recipe and the training events it must fit."""
+    from helpers.checkpoint import load_checkpoint
+    from helpers.features import FeaturePipeline
+
+    state = load_checkpoint(path)
+    try:
+        pipe = FeaturePipeline.from_state_dict(state["features"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"{path}: not a fitted feature transform of this project ({e})") from None
+    saved, wanted = pipe.config.to_dict(), recipe.to_dict()
+    diff = [f"{k}: saved {saved.get(k)!r} vs now {v!r}" for k, v in wanted.items() if saved.get(k) != v]
+    if diff:
+        raise ValueError(f"{path} was fitted with another feature recipe ({'; '.join(diff)}); use another --out")
+    if state.get("train_event_ids_sha1") not in (None, _event_ids_sha1(train_event_ids)):
+        raise ValueError(f"{path} was fitted on other training events than this data and split give; "
+                         f"use another --out, or the data and split_fractions of that run")
+    return pipe
 
 
 @dataclass
@@ -90,6 +142,11 @@ class SemanticSetup:
     stimuli: torch.Tensor        # [10, 3, image_size, image_size] in [-1, 1]: discriminator reals, L1 targets
     embeddings: object           # helpers.semantic.StimulusEmbeddings of those same stimuli
     source: str                  # where the stimuli came from
+
+    @property
+    def custom(self) -> bool:
+        """The stimuli are a user's own images (``dataset/stimuli``), not the rendered default."""
+        return self.source.startswith("folder")
 
 
 def load_semantic(config: Config, out_dir: str | Path | None = None) -> SemanticSetup:
@@ -141,14 +198,6 @@ def train_data(prepared: PreparedData):
             TrainData.from_numpy(prepared.val.X, prepared.val.labels))
 
 
-def save_features(prepared: PreparedData, out_dir: str | Path) -> Path:
-    """The fitted feature transform goes next to the model: evaluation re-applies it unchanged."""
-    from helpers.checkpoint import save_checkpoint
-
-    return save_checkpoint({"features": prepared.features.state_dict()},
-                           Path(out_dir) / "models" / "features.pt")
-
-
 def display_signals(events, idx) -> np.ndarray:
     """Events as the model sees them before standardisation: band-passed, first 2 s, demeaned (for figures)."""
     from helpers.features import bandpass, demean, fix_length
@@ -193,7 +242,8 @@ def evaluate_trainer(trainer, prepared: PreparedData, semantic: SemanticSetup, o
     from helpers.judge import load_or_train_judge
 
     out = Path(out_dir) if out_dir is not None else results_dir()
-    judge = judge or load_or_train_judge(out / "models")
+    # A user's own stimuli (dataset/stimuli) join the judge's training fonts: it must read what the subject saw.
+    judge = judge or load_or_train_judge(out / "models", stimuli=semantic.stimuli_uint8 if semantic.custom else None)
     clip, emb = semantic.clip, semantic.embeddings.embeddings
     test, val = prepared.test, prepared.val
 
@@ -211,16 +261,19 @@ def evaluate_trainer(trainer, prepared: PreparedData, semantic: SemanticSetup, o
         oracle_label_judge_scores=oracle_scores["judge_scores"],
         validation={"labels": val.labels, **val_scores,
                     "linear_baseline_top1": None if baseline_val is None else baseline_val.value},
-        n_permutations=n_permutations, seed=trainer.config.seed,
+        n_permutations=n_permutations, seed=trainer.config.seed, train_labels=prepared.train.labels,
         extra={
             "profile": trainer.config.profile,
             "data_source": str(prepared.loaded.source),
             "epochs_trained": int(trainer.epoch),
             "clip": clip.describe(),
+            "clip_model": clip.model_name,  # what was used: digit-clip when auto fell back to it
+            "clip_weights": clip.weights,
             "stimuli": semantic.source,
             "judge_heldout_accuracy": float(judge.heldout_accuracy),
             "linear_baseline": prepared.baseline.to_dict(),
-            "split": {"method": "contiguous event-id blocks", "n_train": len(prepared.train.X),
+            "split": {"method": "contiguous event-id blocks", "gap_events": int(prepared.config.split_gap_events),
+                      "n_train": len(prepared.train.X),
                       "n_val": len(val.X), "n_test": len(test.X), "artefact_rejected": prepared.rejected,
                       "code_minus1_events_excluded": int(prepared.n_non_digit)},
             "features_explained_variance": float(prepared.features.explained_variance_total),
@@ -235,12 +288,15 @@ def evaluate_trainer(trainer, prepared: PreparedData, semantic: SemanticSetup, o
         viz.signature_grid(eeg, prepared.digits.sfreq, test.labels[:n_show], semantic.stimuli_uint8,
                            generated[:n_show], top_k_predictions(scores["judge_scores"][:n_show], 3),
                            channel_names=prepared.digits.channels, n_total=len(test.X), **flags)
-        viz.training_curves(trainer.history, **flags)
+        vm = metrics.get("validation", {})
+        viz.training_curves(trainer.history, chance=(vm["chance_top1"], vm["chance_top3"]) if "chance_top3" in vm
+                            else None, **flags)
         judge_pred = scores["judge_scores"].argmax(axis=1)
         viz.confusion_matrix_figure(confusion(judge_pred, test.labels), "judge on generated images (test)", **flags)
         sc = metrics["scorers"]
         viz.accuracy_bars({"generator (judge)": sc["judge"]["top1"], "generator (CLIP)": sc["semantic"]["top1"],
                            "linear EEG baseline": sc["linear_baseline"]["top1"],
+                           "majority class (label-blind)": sc["majority_class"]["top1"],
                            "oracle label (judge)": sc["oracle_label_judge"]["top1"]},
                           chance=metrics["chance_top1"], chance_upper95=metrics["chance_top1_upper95"], **flags)
         viz.prediction_histogram_figure(
@@ -251,35 +307,112 @@ def evaluate_trainer(trainer, prepared: PreparedData, semantic: SemanticSetup, o
 
         plt.close("all")
     log(f"test events {metrics['n_test_events']}: judge top-1 {metrics['judge_top1']:.3f}, semantic top-1 "
-        f"{metrics['semantic_top1']:.3f}, linear baseline {metrics['linear_baseline_top1']:.3f}, chance "
-        f"{metrics['chance_top1']:.2f} (95% bound {metrics['chance_top1_upper95']:.3f})"
+        f"{metrics['semantic_top1']:.3f}, linear baseline {metrics['linear_baseline_top1']:.3f}, majority class "
+        f"{metrics['majority_class_top1']:.3f}, chance {metrics['chance_top1']:.3f} from the test events' class mix "
+        f"(95% bound {metrics['chance_top1_upper95']:.3f})"
         + ("" if clip.trained else f"  [{UNTRAINED_CLIP_NOTE}]"))
     return metrics
 
 
-def run_pipeline(config: Config, data_path: str | Path | None = None, out_dir: str | Path | None = None,
-                 resume: bool = False, progress: bool | None = None, log=print) -> dict:
-    """prepare -> features -> split -> train -> evaluate -> figures; returns the metrics dict."""
-    from helpers.train import resolve_device
+class RunExistsError(ValueError):
+    """The output folder already holds a run and neither resuming nor replacing it was asked for."""
 
-    out = Path(out_dir) if out_dir is not None else results_dir()
-    t0 = time.perf_counter()
-    resolve_device(config.device)  # a missing GPU is reported now, not after the data stage
-    log(f"[1/4] data and features (profile {config.profile})")
-    prepared = prepare_data(config, data_path)
-    log(prepared.summary())
-    log("[2/4] frozen CLIP and stimulus embeddings")
-    semantic = load_semantic(config, out)  # caches the stimulus embeddings under out/models
-    log(semantic.clip.describe())
+
+# What makes a folder hold a run: a checkpoint (the last or the previous one) or its metrics.
+RUN_MARKERS = ("models/last.pt", "models/previous.pt", "metrics.json")
+# What replacing a run (force) removes before the fresh run writes its own files; figures are overwritten, and
+# the caches (judge, stimulus embeddings) are checked against what they were made with, so they stay.
+RUN_FILES = RUN_MARKERS + ("history.json", "history.csv")
+
+
+def run_markers(out_dir: str | Path) -> list[str]:
+    """The files in ``out_dir`` that show it already holds a run (empty: a new or cache-only folder)."""
+    return [m for m in RUN_MARKERS if (Path(out_dir) / m).is_file()]
+
+
+def check_run_folder(out_dir: str | Path, resume: bool = False, force: bool = False) -> None:
+    """Refuse to start a run over an existing one unless it is resumed or replaced on purpose.
+
+    Runs at the very start of ``python -m helpers run`` (before any data or CLIP work), so that a refusal is
+    instant and changes nothing; :func:`open_run` applies it again for the notebooks.
+    """
+    found = run_markers(out_dir)
+    if found and not (resume or force):
+        raise RunExistsError(f"{out_dir} already holds a run ({', '.join(found)}); pass --resume to continue it "
+                             f"or --force to replace it (nothing was changed)")
+
+
+def open_run(config: Config, prepared: PreparedData, semantic: SemanticSetup, out_dir: str | Path, *,
+             resume: bool, force: bool = False, log=print):
+    """The one rule for starting a run in a folder, shared by ``python -m helpers run`` and the notebooks'
+    :func:`helpers.notebook_support.train_or_resume`. Returns ``(trainer, resumed)``.
+
+    * a folder that holds a run (:data:`RUN_MARKERS`) is refused unless ``resume`` or ``force``;
+    * ``resume``: continue (or reuse, when finished) the checkpoint when it matches this config, data,
+      features and CLIP; a damaged ``last.pt`` falls back to ``previous.pt``, said through ``log``; a
+      checkpoint that cannot be resumed is a CheckpointError, unless ``force``;
+    * ``force``: whatever cannot be resumed (or everything, without ``resume``) is replaced: the old run's
+      checkpoints, metrics and history are removed and a fresh run starts.
+
+    All of this is decided before anything is written: only then do ``config.json`` and ``features.pt`` go to
+    the folder, so a refusal leaves it exactly as it was.
+    """
+    from helpers.checkpoint import CheckpointError
+
+    out = Path(out_dir)
+    check_run_folder(out, resume, force)
     trainer = build_trainer(config, semantic, out, prepared)
-    # Check the checkpoint before writing anything: a refused resume leaves the run's folder as it was.
-    if resume and trainer.resume_from(out):
-        log(f"resumed from {out / 'models' / 'last.pt'} after epoch {trainer.epoch}")
-    elif resume:
+    resumed = False
+    if resume:
+        try:
+            resumed = trainer.resume_from(out, log=log)
+        except CheckpointError as e:
+            if not force:
+                raise CheckpointError(f"{e} To replace the run in {out} instead, pass --force (in a notebook: "
+                                      f"train_or_resume(..., force=True)).") from None
+            bar = "!" * 78
+            log(f"{bar}\n!! WARNING: the run in {out} cannot be resumed and WILL BE REPLACED (force).\n"
+                f"!! Why: {e}\n!! Training a fresh run from epoch 0 in the same folder now.\n{bar}")
+            trainer = build_trainer(config, semantic, out, prepared)
+    if not resumed and force:
+        removed = [f for f in RUN_FILES if (out / f).is_file()]
+        for f in removed:
+            (out / f).unlink()
+        if removed:
+            log(f"--force: replacing the run in {out} (removed {', '.join(removed)})")
+    elif resume and not resumed:
         log(f"--resume: no checkpoint in {out / 'models'}, starting from scratch")
     out.mkdir(parents=True, exist_ok=True)
     config.save(out / "config.json")
     save_features(prepared, out)
+    return trainer, resumed
+
+
+def run_pipeline(config: Config, data_path: str | Path | None = None, out_dir: str | Path | None = None,
+                 resume: bool = False, progress: bool | None = None, log=print, force: bool = False) -> dict:
+    """prepare -> features -> split -> train -> evaluate -> figures; returns the metrics dict.
+
+    ``resume``: continue the run in ``out_dir``; ``force``: replace it (see :func:`open_run`). Without either,
+    a folder that already holds a run is refused before anything runs.
+    """
+    from helpers.train import resolve_device
+
+    out = Path(out_dir) if out_dir is not None else results_dir()
+    t0 = time.perf_counter()
+    check_run_folder(out, resume, force)  # before any work: a refusal is instant and changes nothing
+    resolve_device(config.device)  # a missing GPU is reported now, not after the data stage
+    log(f"[1/4] data and features (profile {config.profile})")
+    # A resumed run keeps the feature transform it was trained with (models/features.pt), never a refit.
+    prepared = prepare_data(config, data_path,
+                            fitted_features=out / "models" / "features.pt" if resume and not force else None)
+    log(prepared.summary())
+    log("[2/4] frozen CLIP and stimulus embeddings")
+    semantic = load_semantic(config, out)  # caches the stimulus embeddings under out/models
+    log(semantic.clip.describe())
+    # Checks the checkpoint before writing anything: a refused resume leaves the run's folder as it was.
+    trainer, resumed = open_run(config, prepared, semantic, out, resume=resume, force=force, log=log)
+    if resumed:
+        log(f"resumed from {out / 'models'} after epoch {trainer.epoch}")
     log(f"[3/4] training {config.epochs} epochs, batch {config.batch_size}, "
         f"{len(prepared.train.X)} training events")
     train, val = train_data(prepared)
@@ -296,9 +429,11 @@ def cli_run(args) -> int:
 
     try:
         config = make_config(args.profile, args.overrides)
-        run_pipeline(config, data_path=args.data, out_dir=args.out, resume=args.resume)
-    except (ValueError, FileNotFoundError, RuntimeError, CheckpointError, ClipUnavailableError) as e:
-        # RuntimeError covers a missing GPU, a judge below its accuracy floor and TrainingDivergedError.
+        run_pipeline(config, data_path=args.data, out_dir=args.out, resume=args.resume,
+                     force=getattr(args, "force", False))
+    except (ValueError, OSError, RuntimeError, CheckpointError, ClipUnavailableError) as e:
+        # RuntimeError covers a missing GPU, a judge below its accuracy floor and TrainingDivergedError;
+        # OSError a missing file or a full disk (the atomic writers name the file and keep the previous one).
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0

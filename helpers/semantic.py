@@ -1,6 +1,6 @@
 """Frozen CLIP as a semantic loss: loading, in-loss preprocessing, the stimulus-embedding cache.
 
-DESIGN section 7. The prototype this project replaces computed both CLIP embeddings under
+See docs/DESIGN.md#clip-and-the-semantic-loss. The prototype this project replaces computed both CLIP embeddings under
 ``torch.no_grad()`` (so ``lambda_clip`` trained nothing) and fed CLIP unnormalised pixels. Here:
 
 * CLIP is frozen with ``requires_grad_(False)`` + ``eval()`` and kept in float32, never ``no_grad``:
@@ -11,12 +11,17 @@ DESIGN section 7. The prototype this project replaces computed both CLIP embeddi
   with the model name, weights and a fingerprint of the weights, so a cache is never reused across models.
 
 ``clip_weights`` (config) / ``weights`` (here): ``auto`` | ``pretrained`` | ``untrained`` | a checkpoint path.
+``clip_model="digit-clip"`` is the project's own small CLIP (helpers.digit_clip), trained on first use and
+cached; ``auto`` falls back to it (not to an untrained network) when pretrained weights cannot be had.
+:func:`random_views` makes the random differentiable views that the training loss averages over
+(``clip_views``).
 """
 from __future__ import annotations
 
 import difflib
 import hashlib
 import json
+import numbers
 import os
 import socket
 import tempfile
@@ -32,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from helpers.config import UNTRAINED_CLIP_NOTE
+from helpers.digit_clip import DIGIT_CLIP_CONFIG, DIGIT_CLIP_NAME
 
 TINY_CLIP_NAME = "eeg2img-tiny"
 # About 0.3 M image parameters, 64 x 64 input (so the ci profile's 32 x 32 images are upsampled, as the
@@ -43,6 +49,12 @@ TINY_CLIP_CONFIG = {
     "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
 }
 WEIGHT_KEYWORDS = ("auto", "pretrained", "untrained")
+# Random views for the training loss (random_views): shift up to VIEW_SHIFT in affine_grid units (the side spans
+# 2, so 0.25 = 12.5 % of the side), scale, rotation, and Gaussian pixel noise (std, in [-1, 1] units).
+VIEW_SHIFT = 0.25
+VIEW_SCALE = (0.8, 1.2)
+VIEW_ROTATION_DEG = 12.0
+VIEW_NOISE = 0.03
 UNTRAINED_SEED = 0  # untrained CLIP = one fixed random network, so its embeddings are reproducible
 PROBE_TIMEOUT_S = 3.0  # how long we wait to learn that the hub is unreachable (instead of 45 s of retries)
 
@@ -55,26 +67,33 @@ class StaleCacheError(ValueError):
     """A stimulus-embedding cache was made with another model, other weights or other stimuli."""
 
 
-def _register_tiny_config() -> None:
-    # open_clip finds architectures by JSON file name; write ours once per process where it can be read.
-    if TINY_CLIP_NAME in open_clip.list_models():
+def register_model_config(name: str, config: dict) -> None:
+    """Make an architecture of this project known to open_clip (it finds architectures by JSON file name).
+
+    Called lazily (by :func:`load_clip` and :func:`helpers.digit_clip.create_model`), so importing this module
+    writes nothing. The file goes to a shared temporary folder, write-then-rename: parallel processes
+    (pytest-xdist, notebooks) never read half a file.
+    """
+    if name in open_clip.list_models():
         return
-    text = json.dumps(TINY_CLIP_CONFIG, indent=2)
+    text = json.dumps(config, indent=2)
     try:
         folder = Path(tempfile.gettempdir()) / "eeg2img_open_clip_configs"
         folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{TINY_CLIP_NAME}.json"
-        # Write-then-rename: parallel processes (pytest-xdist, notebooks) never read half a file.
-        tmp = folder / f".{TINY_CLIP_NAME}.{os.getpid()}.tmp"
+        path = folder / f"{name}.json"
+        tmp = folder / f".{name}.{os.getpid()}.tmp"
         tmp.write_text(text)
         os.replace(tmp, path)
     except OSError:  # e.g. the shared folder belongs to another user
-        path = Path(tempfile.mkdtemp(prefix="eeg2img_clip_")) / f"{TINY_CLIP_NAME}.json"
+        path = Path(tempfile.mkdtemp(prefix="eeg2img_clip_")) / f"{name}.json"
         path.write_text(text)
     open_clip.add_model_config(path)
 
 
-_register_tiny_config()
+def _register_project_models() -> None:
+    """eeg2img-tiny and digit-clip, the two architectures defined by this project rather than by open_clip."""
+    register_model_config(TINY_CLIP_NAME, TINY_CLIP_CONFIG)
+    register_model_config(DIGIT_CLIP_NAME, DIGIT_CLIP_CONFIG)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -101,9 +120,10 @@ class FrozenClip(nn.Module):
     frozen, and ``train()`` leaves CLIP in eval mode.
     """
 
-    def __init__(self, model: nn.Module, model_name: str, weights: str, trained: bool):
+    def __init__(self, model: nn.Module, model_name: str, weights: str, trained: bool, note: str = ""):
         super().__init__()
-        self.model = model.float()  # fp16 CLIP gives NaN gradients after a step (DESIGN 7)
+        self.note = note  # e.g. that this CLIP stands in for another whose weights were unavailable
+        self.model = model.float()  # never fp16 (NaN gradients): docs/DESIGN.md#frozen-float32-differentiable
         self.model.requires_grad_(False)
         self.model.eval()
         self.model_name, self.weights, self.trained = model_name, weights, bool(trained)
@@ -154,7 +174,7 @@ class FrozenClip(nn.Module):
 
     def describe(self) -> str:
         """One line for logs, notebooks and figure captions; says loudly when CLIP is untrained."""
-        note = "" if self.trained else f"  [{UNTRAINED_CLIP_NOTE}]"
+        note = (f"  [{self.note}]" if self.note else "") + ("" if self.trained else f"  [{UNTRAINED_CLIP_NOTE}]")
         return f"CLIP {self.model_name} ({self.weights}), input {self.image_size}, embed {self.embed_dim}{note}"
 
     def extra_repr(self) -> str:
@@ -168,7 +188,8 @@ def untrained_banner(clip: FrozenClip) -> str:
     line = "!" * 78
     return (f"{line}\n!! UNTRAINED CLIP ({clip.model_name}, random weights): the semantic loss and the semantic\n"
             f"!! metrics reflect image likeness to a random network, not meaning. Use pretrained weights\n"
-            f"!! (clip_weights=pretrained with a populated cache, or a checkpoint path) for real results.\n{line}")
+            f"!! (clip_weights=pretrained with a populated cache, or a checkpoint path), or the project's own\n"
+            f"!! digit-CLIP (clip_model={DIGIT_CLIP_NAME}) for real results.\n{line}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -177,11 +198,13 @@ def untrained_banner(clip: FrozenClip) -> str:
 
 def _resolve_model_name(model_name: str, pretrained_tag: str | None) -> str:
     """Check the name; OpenAI's weights were trained with QuickGELU, so use the -quickgelu variant."""
+    _register_project_models()
     known = open_clip.list_models()
     if model_name not in known:
         close = difflib.get_close_matches(model_name, known, n=5, cutoff=0.6)
         hint = f" Did you mean: {', '.join(close)}?" if close else ""
-        raise ValueError(f"unknown CLIP model {model_name!r}.{hint} The tiny test model is {TINY_CLIP_NAME!r}; "
+        raise ValueError(f"unknown CLIP model {model_name!r}.{hint} The tiny test model is {TINY_CLIP_NAME!r}, the "
+                         f"project's own trained one {DIGIT_CLIP_NAME!r}; "
                          f"open_clip.list_models() lists all {len(known)} architectures.")
     if (pretrained_tag or "").lower() == "openai" and not model_name.endswith("-quickgelu"):
         variant = f"{model_name}-quickgelu"
@@ -265,7 +288,9 @@ def _ways_out(model_name: str, tag: str, pcfg: dict | None) -> str:
             f"  2. a populated Hugging Face cache: download {repo} once where there is internet "
             f"(into {_hf_cache_dir()}, or set HF_HOME), then it is used offline;\n"
             "  3. clip_weights=untrained: random CLIP weights, mechanics only; semantic results reflect image "
-            "likeness, not meaning.")
+            "likeness, not meaning;\n"
+            f"  4. clip_model={DIGIT_CLIP_NAME}: the small CLIP this project trains on digits (what "
+            "clip_weights=auto falls back to).")
 
 
 def _create_untrained(model_name: str) -> nn.Module:
@@ -325,21 +350,34 @@ def _load_checkpoint(model_name: str, path: str) -> tuple[nn.Module, bool]:
     return model, _fingerprint(model) != init
 
 
+def _load_digit_clip() -> tuple[nn.Module, str]:
+    """The project's trained digit-CLIP (trained and cached on first use) and its weights description."""
+    from helpers import digit_clip
+
+    trained = digit_clip.load_or_train()
+    return trained.model, trained.weights
+
+
 def load_clip(model_name: str = "ViT-B-32", weights: str = "auto", pretrained_tag: str = "laion2b_s34b_b79k",
               device: str | torch.device = "cpu") -> FrozenClip:
     """Load a frozen, float32 CLIP for the semantic loss.
 
     weights: ``"pretrained"`` (the tag's weights from the cache or hub; ClipUnavailableError within
-    seconds when they cannot be had), ``"auto"`` (pretrained when obtainable, else untrained with a loud
-    warning), ``"untrained"`` (a fixed random network, mechanics only) or a path to a state_dict file
-    for ``model_name``. Tag ``"openai"`` selects the ``-quickgelu`` architecture variant.
+    seconds when they cannot be had), ``"auto"`` (pretrained when obtainable, else digit-CLIP, with a
+    warning saying so), ``"untrained"`` (a fixed random network, mechanics only) or a path to a state_dict
+    file for ``model_name``. Tag ``"openai"`` selects the ``-quickgelu`` architecture variant.
+    ``model_name="digit-clip"`` with ``auto``/``pretrained``: the project's own trained digit-CLIP
+    (:mod:`helpers.digit_clip`; about two minutes of training on first use, then cached; the tag is ignored).
     ``device`` may be ``"auto"`` (CUDA when available).
     """
     if not isinstance(weights, str) or not weights.strip():
         raise ValueError(f"weights must be one of {', '.join(WEIGHT_KEYWORDS)} or a checkpoint path, got {weights!r}")
     key = weights.strip().lower()
     name = _resolve_model_name(model_name, pretrained_tag if key in ("auto", "pretrained") else None)
-    if key == "untrained":
+    note = ""
+    if name == DIGIT_CLIP_NAME and key in ("auto", "pretrained"):
+        (model, desc), trained = _load_digit_clip(), True
+    elif key == "untrained":
         model, desc, trained = _create_untrained(name), "untrained", False
     elif key in ("auto", "pretrained"):
         try:
@@ -347,16 +385,21 @@ def load_clip(model_name: str = "ViT-B-32", weights: str = "auto", pretrained_ta
         except ClipUnavailableError as e:
             if key == "pretrained":
                 raise
-            msg = (f"clip_weights=auto: pretrained CLIP weights are unavailable, falling back to an UNTRAINED "
-                   f"{name}. The semantic loss and metrics will reflect image likeness, not meaning. Reason: {e}")
+            msg = (f"clip_weights=auto: pretrained weights for CLIP {name} / {pretrained_tag} are unavailable, so "
+                   f"the semantic loss uses DIGIT-CLIP instead (not {name}): a small CLIP this project trains on "
+                   f"handwritten digits and fonts (helpers.digit_clip; about two minutes on first use, then cached). "
+                   f"Logs, figures and metrics.json name digit-clip. Reason: {e}")
             warnings.warn(msg, UserWarning, stacklevel=2)
-            model, desc, trained = _create_untrained(name), "untrained", False
+            print(f"clip_weights=auto: {name} / {pretrained_tag} unavailable; using digit-CLIP instead", flush=True)
+            (model, desc), trained = _load_digit_clip(), True
+            note = f"stands in for {name} / {pretrained_tag}, whose pretrained weights are unavailable"
+            name = DIGIT_CLIP_NAME
     else:  # anything else is a checkpoint path
         model, trained = _load_checkpoint(name, weights)
         desc = f"checkpoint:{Path(weights).expanduser().resolve()}"
     if str(device) == "auto":  # as Config.device
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    clip = FrozenClip(model, name, desc, trained).to(device)
+    clip = FrozenClip(model, name, desc, trained, note=note).to(device)
     if not clip.trained:
         print(untrained_banner(clip), flush=True)
     return clip
@@ -463,6 +506,39 @@ def cosine_matrix(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
         raise ValueError(f"cosine_matrix expects [n, D] and [m, D], got {tuple(a.shape)} and {tuple(b.shape)}")
     return F.normalize(a.float(), dim=-1) @ F.normalize(b.float(), dim=-1).T
+
+
+def random_views(images: torch.Tensor, k: int) -> torch.Tensor:
+    """``k`` random differentiable views of each image ``[B, C, H, W]`` in [-1, 1]: ``[k * B, C, H, W]``, view-major
+    (row ``v * B + i`` is a view of image ``i``, so targets repeat with ``targets.repeat(k, 1)``).
+
+    Each view is an affine warp (shift up to :data:`VIEW_SHIFT`, scale :data:`VIEW_SCALE`, rotation up to
+    :data:`VIEW_ROTATION_DEG`) with white fill (+1) where the warp leaves the image, plus Gaussian pixel noise of
+    std :data:`VIEW_NOISE`. Made with ``F.affine_grid``/``F.grid_sample``, so gradients reach every pixel. A CLIP
+    loss averaged over such views cannot be lowered by a texture that works only at one position on CLIP's patch
+    grid. Random numbers come from torch's global RNG (on the images' device), which the training loop seeds each
+    epoch: runs are reproducible and a resume is exact. For training only: evaluation never uses views.
+    """
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
+        raise ValueError(f"random_views needs k >= 1 views, got {k!r}")
+    k = int(k)
+    if images.ndim != 4:
+        raise ValueError(f"random_views expects images [batch, C, H, W], got {tuple(images.shape)}")
+    x = images.float().repeat(k, 1, 1, 1)
+    n, dev = x.shape[0], x.device
+
+    def u(lo: float, hi: float) -> torch.Tensor:
+        return lo + (hi - lo) * torch.rand(n, device=dev)
+
+    scale = u(*VIEW_SCALE)
+    angle = u(-VIEW_ROTATION_DEG, VIEW_ROTATION_DEG) * (torch.pi / 180.0)
+    tx, ty = u(-VIEW_SHIFT, VIEW_SHIFT), u(-VIEW_SHIFT, VIEW_SHIFT)
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale  # affine_grid maps output to input: 1 / scale
+    theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    # Sample (x - 1) with zero padding, then add 1 back: outside the image is +1, white paper.
+    x = F.grid_sample(x - 1.0, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + 1.0
+    return x + VIEW_NOISE * torch.randn_like(x)
 
 
 def semantic_loss(gen_emb: torch.Tensor, target_emb: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Train / validation / test splits by event, in contiguous blocks of time (DESIGN section 6).
+"""Train / validation / test splits by event, in contiguous blocks of time (docs/DESIGN.md#splits).
 
 File order is time order in MindBigData, and a single subject was recorded over two years: adjacent
 events share the headset's state. So the default split cuts the time line into three contiguous blocks
@@ -72,7 +72,11 @@ def block_split(event_ids, fractions=DEFAULT_FRACTIONS, gap: int = 0) -> Split:
     """Contiguous blocks of events in time order (sorted by event id): first ``fractions[0]`` of the
     time line for training, the next part for validation, the last for testing.
 
-    ``gap`` events are left out on each side of each boundary as a guard band (0 by default).
+    ``gap`` (config ``split_gap_events``) events are left out between consecutive blocks, centred on each
+    boundary, so that the last event of one block and the first of the next are at least ``gap + 1``
+    positions apart in event-id order: adjacent events share the headset's state, and a guard band keeps
+    that shared state from linking training to evaluation. A gap that would leave a requested block (share
+    > 0) empty is refused. A share of 0 gives an empty part (the run's config refuses it; demos may use it).
     """
     f = _check_fractions(fractions)
     ids = np.asarray(event_ids)
@@ -80,16 +84,24 @@ def block_split(event_ids, fractions=DEFAULT_FRACTIONS, gap: int = 0) -> Split:
         raise ValueError(f"event_ids must be 1-d, got shape {ids.shape}")
     if np.unique(ids).size != ids.size:
         raise ValueError("event_ids contain duplicates: an event id must name one event")
-    if gap < 0:
-        raise ValueError(f"gap must be >= 0, got {gap}")
+    if isinstance(gap, bool) or int(gap) != gap or gap < 0:
+        raise ValueError(f"split_gap_events (gap) must be a whole number >= 0, got {gap!r}")
+    gap = int(gap)
     order = np.argsort(ids, kind="stable")
     n = ids.size
-    a = int(round(f[0] * n))
-    b = int(round((f[0] + f[1]) * n))
-    train = order[:max(0, a - gap)]
-    val = order[min(n, a + gap):max(a + gap, b - gap)] if f[1] > 0 else order[:0]
-    test = order[min(n, (b if f[1] > 0 else a) + gap):]
-    return Split(np.sort(train), np.sort(val), np.sort(test), method=f"block (contiguous in time, gap {gap})").check(n)
+    a, b = int(round(f[0] * n)), int(round((f[0] + f[1]) * n))
+    start, end = [0, a, b], [a, b, n]  # train, val, test; a share of 0 is an empty block
+    present = [k for k in range(3) if f[k] > 0]
+    for p, q in zip(present, present[1:]):  # each boundary between two requested blocks gets the gap
+        boundary = end[p]
+        end[p], start[q] = boundary - gap // 2, boundary + gap - gap // 2
+    parts = [order[max(0, s):max(0, min(n, e))] for s, e in zip(start, end)]
+    for k, name in enumerate(("train", "val", "test")):
+        if f[k] > 0 and parts[k].size == 0:
+            why = f"split_gap_events={gap} leaves no {name} event" if gap else f"no {name} event is left"
+            raise ValueError(f"the {name} block is empty: with {n} events and split_fractions {f}, {why}; "
+                             f"use a smaller split_gap_events or more events")
+    return Split(*(np.sort(p) for p in parts), method=f"block (contiguous in time, gap {gap})").check(n)
 
 
 def assert_disjoint(split: Split, event_ids) -> None:

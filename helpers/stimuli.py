@@ -1,6 +1,6 @@
 """The 10 stimulus images: rendered digits 0-9, or a user folder of ``0.jpg`` .. ``9.jpg``.
 
-The EPOC subject of MindBigData saw font-rendered digits (DESIGN section 4). We render them
+The EPOC subject of MindBigData saw font-rendered digits (docs/DESIGN.md#stimuli). We render them
 deterministically with DejaVu Sans, which ships with matplotlib, so every machine gets the same
 pixels without downloading anything. Rendering uses Pillow (a matplotlib dependency) with the font
 file that matplotlib's font manager finds.

@@ -25,7 +25,6 @@ A random split then "decodes" digits through the session signature; a contiguous
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
@@ -34,6 +33,7 @@ from pathlib import Path
 import numpy as np
 from scipy import linalg, signal
 
+from helpers.atomic import atomic_write, write_text_atomic
 from helpers.mindbigdata import DEVICES
 
 SFREQ = 128.0
@@ -382,13 +382,13 @@ def write_synthetic(path: str | Path, spec: SyntheticSpec | None = None, progres
     plan = _event_plan(spec)
     sig = _session_signatures(spec) if spec.label_mode == "session_blocks" else None
     chan_b = [c.encode() for c in CHANNELS]
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # per process: two writers never share it
-    line_id = spec.first_event_id
     bar = None
     if progress:
         from tqdm.auto import tqdm
         bar = tqdm(total=spec.n_events, unit="ev", desc=f"writing {path.name}")
-    with open(tmp, "wb") as fh:
+
+    def write_events(fh) -> None:
+        line_id = spec.first_event_id
         for lo in range(0, spec.n_events, _BATCH):
             hi = min(spec.n_events, lo + _BATCH)
             x = _simulate(spec, plan, lo, hi, sig)
@@ -416,9 +416,12 @@ def write_synthetic(path: str | Path, spec: SyntheticSpec | None = None, progres
             fh.write(b"".join(parts))
             if bar is not None:
                 bar.update(hi - lo)
-    if bar is not None:
-        bar.close()
-    tmp.replace(path)
+
+    try:
+        atomic_write(path, write_events)  # temporary file in the same folder, fsync, rename: never half a file
+    finally:
+        if bar is not None:
+            bar.close()
     acc, se = oracle_accuracy(spec)
     if spec.class_priors is not None:  # no signal: the best guess is the most frequent digit
         acc, se = float(max(spec.class_priors)), 0.0
@@ -430,7 +433,7 @@ def write_synthetic(path: str | Path, spec: SyntheticSpec | None = None, progres
                          chance_top1=0.1 if spec.class_priors is None else float(max(spec.class_priors)), spec=asdict(spec),
                          block_starts=starts, n_bytes=path.stat().st_size,
                          seconds=round(time.perf_counter() - t0, 3))
-    info_path(path).write_text(json.dumps(info.to_dict(), indent=1) + "\n")
+    write_text_atomic(info_path(path), json.dumps(info.to_dict(), indent=1) + "\n")
     return info
 
 

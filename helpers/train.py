@@ -1,6 +1,6 @@
 """The combined-loss training loop: VAE encoder + generator against a discriminator and a frozen CLIP.
 
-One step (DESIGN section 8):
+One step (docs/DESIGN.md#training):
 
 1. discriminator on (stimulus images, generated.detach());
 2. encoder + generator on ``adv * GAN + rec * L1 + kl * KL + clip * (1 - cos(CLIP(generated), CLIP(stimulus)))``
@@ -33,12 +33,16 @@ from typing import Callable
 import numpy as np
 import torch
 
-from helpers.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from helpers.checkpoint import CheckpointError, load_checkpoint_or_previous, save_checkpoint
 from helpers.config import Config
 from helpers.losses import discriminator_loss, generator_losses, kl_divergence, loss_weights
 from helpers.models import build_models, reparameterise
+from helpers.semantic import random_views
 
 CHECKPOINT_NAME = "last.pt"
+# The checkpoint before last.pt, kept at each save: if last.pt is later found damaged (a flipped byte, a cut
+# copy), --resume falls back to it and says so instead of losing the run.
+PREVIOUS_CHECKPOINT_NAME = "previous.pt"
 # Fault injection for the resume test: SIGKILL this process at this global step (never set by users).
 _KILL_ENV = "EEG2IMG_TEST_KILL_AT_STEP"
 # Per-epoch validation uses at most this many events for the CLIP-based numbers (CPU time).
@@ -139,6 +143,9 @@ class Trainer:
             raise ValueError(f"adv_warmup_epochs={warmup} turns the adversarial term off for the first epochs, and "
                              f"every other loss weight is 0: nothing would train then. Set adv_warmup_epochs=0 "
                              f"or give another term a weight.")
+        views = c.clip_views
+        if isinstance(views, bool) or not isinstance(views, numbers.Integral) or views < 0:
+            raise ValueError(f"clip_views must be an int >= 0 (0 or 1 = the plain CLIP loss), got {views!r}")
         if warmup > 0 and c.lambda_adv > 0 and warmup >= c.epochs:
             warnings.warn(f"adv_warmup_epochs={warmup} >= epochs={c.epochs}: the adversarial term (lambda_adv="
                           f"{c.lambda_adv:g}) is never switched on in this run.", stacklevel=4)
@@ -159,8 +166,9 @@ class Trainer:
         fake = fake.float()
 
         # Phase 1: discriminator on real stimuli vs generated.detach(), except in the warm-up epochs, when
-        # the adversarial term is off (weights below) and the discriminator is left alone.
-        adversarial = self.epoch >= c.adv_warmup_epochs
+        # the adversarial term is off (weights below), and when lambda_adv is 0: the discriminator is then
+        # left alone (no forward, backward or optimiser step).
+        adversarial = self.epoch >= c.adv_warmup_epochs and c.lambda_adv > 0
         weights = loss_weights(c)
         d_loss_value = float("nan")
         if adversarial:
@@ -176,7 +184,9 @@ class Trainer:
 
         # Phase 2: encoder + generator on the combined loss; CLIP only on the generated branch, against
         # the cached stimulus embeddings. clip_batch > 0 sends only the first clip_batch samples of the
-        # (randomly shuffled) batch through CLIP: an unbiased estimate of the batch's semantic loss.
+        # (randomly shuffled) batch through CLIP: an unbiased estimate of the batch's semantic loss, though only
+        # those images get a CLIP gradient this step. clip_views > 1: the term is the mean over that many random
+        # views of each of them (helpers.semantic.random_views; training only, never in validate/generate).
         self.opt_g.zero_grad(set_to_none=True)
         d_fake = None
         if adversarial:
@@ -185,8 +195,10 @@ class Trainer:
         gen_emb = target_emb = None
         if c.lambda_clip > 0:
             k = c.clip_batch if 0 < c.clip_batch < len(y) else len(y)
-            gen_emb = self.clip.encode_images(fake[:k])
-            target_emb = self.stimulus_embeddings[y[:k]]
+            images, target_emb = fake[:k], self.stimulus_embeddings[y[:k]]
+            if c.clip_views > 1:
+                images, target_emb = random_views(images, c.clip_views), target_emb.repeat(c.clip_views, 1)
+            gen_emb = self.clip.encode_images(images)
         logits = self.encoder.label_head(mu.float()) if c.lambda_cls > 0 else None
         total, terms = generator_losses(d_fake, fake, real, mu.float(), logvar.float(), gen_emb,
                                         target_emb, weights, class_logits=logits, labels=y)
@@ -341,17 +353,26 @@ class Trainer:
         self.history = list(state["history"])
 
     def save(self, out_dir: str | Path) -> Path:
-        out_dir = Path(out_dir)
-        path = save_checkpoint(self.state_dict(), out_dir / "models" / CHECKPOINT_NAME)
+        """``models/last.pt`` (atomic, checksummed); the one it replaces becomes ``models/previous.pt``."""
+        models = Path(out_dir) / "models"
+        path = save_checkpoint(self.state_dict(), models / CHECKPOINT_NAME,
+                               previous=models / PREVIOUS_CHECKPOINT_NAME)
         write_history(self.history, out_dir)
         return path
 
-    def resume_from(self, out_dir: str | Path) -> bool:
-        """Load ``out_dir/models/last.pt`` if there is one; returns whether it did."""
-        path = Path(out_dir) / "models" / CHECKPOINT_NAME
-        if not path.exists():
+    def resume_from(self, out_dir: str | Path, log: Callable[[str], None] | None = None) -> bool:
+        """Load ``out_dir/models/last.pt`` if there is one; returns whether it did.
+
+        A damaged ``last.pt`` (checksum, truncation) falls back to ``previous.pt``, said through ``log`` (a
+        warning when None). Neither good, or one of another configuration/data/CLIP: CheckpointError, and
+        nothing on disk is changed.
+        """
+        models = Path(out_dir) / "models"
+        path, previous = models / CHECKPOINT_NAME, models / PREVIOUS_CHECKPOINT_NAME
+        if not path.exists() and not previous.exists():
             return False
-        self.load_state_dict(load_checkpoint(path, map_location=self.device))
+        state, _ = load_checkpoint_or_previous(path, previous, map_location=self.device, log=log)
+        self.load_state_dict(state)
         return True
 
 

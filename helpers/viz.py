@@ -20,7 +20,7 @@ from matplotlib.ticker import MaxNLocator
 
 from helpers.config import UNTRAINED_CLIP_NOTE
 
-# Border colours of the signature grid (DESIGN section 9).
+# Border colours of the signature grid (docs/DESIGN.md#figures).
 TRUE_COLOR = "#2ca02c"      # green: the stimulus the subject saw
 GOLD = "#d4af37"
 SILVER = "#a8a9ad"

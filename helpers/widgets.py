@@ -25,7 +25,8 @@ import numpy as np
 from helpers.config import UNTRAINED_CLIP_NOTE
 from helpers.losses import WEIGHT_NAMES, loss_weights
 
-# Slider ranges: (min, max, step). The defaults of the design (1 / 10 / 1 / 5, label term 0 or 1) sit inside.
+# Slider ranges: (min, max, step). The seed's defaults (1 / 10 / 1 / 5, label term 0 or 1; docs/DESIGN.md#configuration)
+# sit inside.
 SLIDER_RANGES: dict[str, tuple[float, float, float]] = {
     "lambda_adv": (0.0, 5.0, 0.1),
     "lambda_rec": (0.0, 50.0, 0.5),

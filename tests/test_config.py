@@ -55,3 +55,27 @@ def test_active_profile_reads_environment(monkeypatch):
     monkeypatch.setenv("EEG2IMG_PROFILE", "laptop")
     with pytest.raises(ValueError, match="not a profile"):
         active_profile()
+
+
+@pytest.mark.parametrize("fractions, why", [
+    ((0.85, 0.0, 0.15), "validation share is 0"), ((0.85, 0.15, 0.0), "test share is 0"),
+    ((0.0, 0.5, 0.5), "train share is 0"), ((0.8, -0.1, 0.3), "validation share is -0.1"),
+    ((0.7, 0.2, 0.2), "sum to 1"), ((0.5, 0.5), "three shares"), ((0.6, 0.2, 0.1, 0.1), "three shares")])
+def test_split_fractions_that_cannot_work_are_refused_when_the_config_is_made(fractions, why):
+    # val=0 used to be accepted here and crash after training, when the validation events were needed.
+    for make in (lambda: make_config("ci", {"split_fractions": fractions}),
+                 lambda: make_config("ci", ["split_fractions=" + ",".join(map(str, fractions))]),
+                 lambda: Config.from_dict({**Config().to_dict(), "split_fractions": list(fractions)})):
+        with pytest.raises(ValueError, match=f"split_fractions.*{why}") as e:
+            make()
+        assert "\n" not in str(e.value)
+
+
+def test_split_gap_events_defaults_to_a_few_seconds_and_is_checked():
+    c = Config()
+    assert c.split_gap_events == 2  # about 4 s of MindBigData EP events between blocks
+    assert make_config("ci", ["split_gap_events=0"]).split_gap_events == 0
+    assert Config.from_dict({k: v for k, v in c.to_dict().items() if k != "split_gap_events"}).split_gap_events == 2
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="split_gap_events"):
+            make_config("ci", {"split_gap_events": bad})

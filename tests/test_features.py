@@ -338,3 +338,29 @@ def test_from_config_takes_feature_dim_and_seed():
     cfg = make_config("ci", {"feature_dim": 32, "seed": 3})
     fc = F.FeatureConfig.from_config(cfg)
     assert fc.feature_dim == 32 and fc.seed == 3 and fc.band == (0.5, 15.0)
+
+
+@pytest.mark.parametrize("short_size", [1, 30])
+def test_an_event_too_short_to_filter_is_rejected_and_counted_not_fatal(short_size):
+    ev = make_events(n=300)
+    cfg = small_config()
+    assert cfg.min_samples == 64  # half of the 1 s crop window
+    for i in (7, 250):  # one training event and one test event with a single sample (or a few)
+        ev.sizes[i] = short_size
+        ev.signals[i, :, short_size:] = 0
+    pipe = F.FeaturePipeline(cfg).fit(ev, np.arange(200))  # used to raise "sizes must lie in 2..140"
+    assert pipe.fit_counts_["n_train_too_short"] == 1 and pipe.fit_counts_["n_train_events"] == 200
+    assert pipe.fit_counts_["n_fit_events"] == 200 - pipe.fit_counts_["n_train_rejected"]
+    test = pipe.transform(ev, np.arange(200, 300))
+    assert test.rejected[50] and test.too_short[50] and test.too_short.sum() == 1
+    assert test.rejection_reasons()["too_short"] == 1
+    assert sum(test.rejection_reasons().values()) == test.n_rejected
+    assert np.isfinite(test.X).all() and not np.any(test.X[50])
+    kept = test.kept()
+    assert 250 not in kept.indices.tolist() and kept.n_events == 100 - test.n_rejected
+    # The other events' features are exactly those of a fit without the short training event.
+    ref = F.FeaturePipeline(cfg).fit(ev, np.setdiff1d(np.arange(200), [7]))
+    np.testing.assert_array_equal(ref.components_, pipe.components_)
+    np.testing.assert_allclose(ref.transform(ev, np.arange(200, 250)).X, test.X[:50], atol=1e-5)
+    # Without any short event the saved counts keep their usual keys (a run's identity is unchanged).
+    assert "n_train_too_short" not in F.FeaturePipeline(cfg).fit(make_events(n=300), np.arange(200)).fit_counts_

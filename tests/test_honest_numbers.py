@@ -84,3 +84,30 @@ def test_metrics_json_carries_image_references():
     for ref in ("label_blind", "wrong_digit"):
         assert m[f"ssim_{ref}"] < m["ssim_mean"] and m[f"pixel_corr_{ref}"] < m["pixel_corr_mean"]
         assert m[f"ssim_{ref}"] == m["image_similarity"]["references"][ref]["ssim_mean"]
+
+
+def test_a_runs_saved_features_are_applied_not_refitted(tmp_path, monkeypatch):
+    """Evaluation and resume use the transform saved with the run: tampering with the saved one shows up in the
+    features, so it was used; a transform of another recipe or other training events is refused."""
+    import torch
+
+    from helpers.checkpoint import load_checkpoint, save_checkpoint
+    from helpers.pipeline import save_features
+
+    monkeypatch.setenv("EEG2IMG_DATA_DIR", str(tmp_path / "dataset"))
+    cfg = make_config("ci", {"synthetic_events": 600})
+    first = prepare_data(cfg)
+    path = save_features(first, tmp_path / "run")
+    blob = load_checkpoint(path)
+    blob["features"]["components"] = blob["features"]["components"] * 2.0  # a transform no refit would give
+    save_checkpoint(blob, path)
+    again = prepare_data(cfg, fitted_features=path)
+    np.testing.assert_allclose(again.train.X, 2.0 * first.train.X, rtol=1e-4, atol=1e-4)
+    assert torch.equal(again.features.state_dict()["components"], blob["features"]["components"])
+    refit = prepare_data(cfg, fitted_features=tmp_path / "nowhere.pt")  # no saved run: fitted as usual
+    np.testing.assert_allclose(refit.train.X, first.train.X, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="feature recipe"):
+        prepare_data(make_config("ci", {"synthetic_events": 600, "feature_dim": 64}), fitted_features=path)
+    with pytest.raises(ValueError, match="other training events"):
+        prepare_data(make_config("ci", {"synthetic_events": 600, "split_fractions": (0.6, 0.2, 0.2)}),
+                     fitted_features=path)

@@ -1,4 +1,4 @@
-"""The judge: >= 99 % on held-out renderings, right on the clean stimuli, cached and reloaded safely."""
+"""The judge: >= 98 % on held-out renderings, right on the clean stimuli (rendered or a user's own), cached and reloaded safely."""
 import numpy as np
 import pytest
 import torch
@@ -18,17 +18,19 @@ def trained(request, tmp_path_factory):
     return J.load_or_train_judge(cache_dir=cache, seed=0), cache
 
 
-def test_heldout_accuracy_at_least_99_percent(trained):
+def test_heldout_accuracy_at_least_98_percent(trained):
+    # 0.997 here on both; the bars leave several times that error rate for other CPUs, and a judge that reads
+    # fonts rather than digits (or a broken augmentation) falls far below them.
     judge, _ = trained
-    assert judge.heldout_accuracy >= 0.99
-    assert judge.metadata["heldout_accuracy_unseen_fonts"] >= 0.98
+    assert judge.heldout_accuracy >= 0.98
+    assert judge.metadata["heldout_accuracy_unseen_fonts"] >= 0.97
     # An independent check with another draw than the one recorded: fonts seen and unseen.
     x1, y1 = J.make_dataset(J.TRAIN_FONTS, 600, seed=424242)
     x2, y2 = J.make_dataset(J.HELDOUT_FONTS, 400, seed=515151)
     x, y = torch.cat([x1, x2]), torch.cat([y1, y2])
     with torch.no_grad():
         pred = judge.net.eval()(x).argmax(1)
-    assert (pred == y).float().mean().item() >= 0.99
+    assert (pred == y).float().mean().item() >= 0.98
 
 
 @pytest.mark.parametrize("size", [224, 64, 32])
@@ -119,3 +121,46 @@ def test_prepare_maps_white_to_zero_ink():
     assert ink.shape == (2, 1, 32, 32) and torch.all(ink == 0)
     ink = J.Judge.prepare(-torch.ones(1, 3, 32, 32))
     assert torch.all(ink == 1)
+
+
+def _letter_stimuli(size: int = 224) -> np.ndarray:
+    """Custom stimuli no font-trained judge can read as digits: the letters A-J stand for 0-9."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    from helpers.stimuli import font_path
+
+    font = ImageFont.truetype(str(font_path("DejaVuSans.ttf")), size=int(size * 0.7))
+    out = []
+    for letter in "ABCDEFGHJK":  # I would be a bar like 1; J and K instead
+        img = Image.new("RGB", (size, size), "white")
+        ImageDraw.Draw(img).text((size / 2, size / 2), letter, fill="black", font=font, anchor="mm")
+        out.append(np.asarray(img))
+    return np.stack(out)
+
+
+def test_judge_learns_custom_stimuli_from_the_stimuli_folder(tmp_path, monkeypatch, trained):
+    """A dataset/stimuli folder changes what the subject saw; the judge must referee those images. Reference in
+    the same test: the font-only judge reads the letters no better than by luck."""
+    from PIL import Image
+
+    from helpers.config import make_config
+    from helpers.pipeline import load_semantic
+
+    letters = _letter_stimuli()
+    folder = tmp_path / "dataset" / "stimuli"
+    folder.mkdir(parents=True)
+    for d in range(10):
+        Image.fromarray(letters[d]).save(folder / f"{d}.png")
+    monkeypatch.setenv("EEG2IMG_DATA_DIR", str(tmp_path / "dataset"))
+    semantic = load_semantic(make_config("ci"))
+    assert semantic.custom and semantic.source.startswith("folder")
+    font_judge, _ = trained
+    clean = to_tensor(semantic.stimuli_uint8, size=64)
+    font_only = (font_judge.predict(clean) == np.arange(10)).mean()
+    judge = J.load_or_train_judge(tmp_path / "models", stimuli=semantic.stimuli_uint8)
+    assert (judge.predict(clean) == np.arange(10)).all()
+    assert judge.metadata["heldout_accuracy_stimuli"] >= 0.9 > font_only + 0.3
+    assert judge.metadata["stimuli_sha1"] in J.judge_cache_path(tmp_path / "models", 0, semantic.stimuli_uint8).name
+    # the fonts are still read: custom stimuli add to the judge, they do not replace its digits
+    assert judge.metadata["heldout_accuracy_train_fonts"] >= 0.95
+    assert (judge.predict(to_tensor(render_digits(size=64))) == np.arange(10)).all()

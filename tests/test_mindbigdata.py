@@ -229,12 +229,75 @@ def test_cache_invalidated_when_source_changes(tmp_path):
     assert len(mbd.load_cache(out)) == 6
 
 
-def test_corrupt_cache_is_rebuilt(tmp_path):
+def _drop_array(data: bytes, name: str) -> bytes:
+    import io
+    import zipfile
+    src, dst = zipfile.ZipFile(io.BytesIO(data)), io.BytesIO()
+    with zipfile.ZipFile(dst, "w") as z:
+        for item in src.namelist():
+            if item != f"{name}.npy":
+                z.writestr(item, src.read(item))
+    return dst.getvalue()
+
+
+def _damage(kind: str, good: bytes) -> bytes:
+    n = len(good)
+    if kind == "not a zip":
+        return b"not a zip"
+    if kind.startswith("cut at"):  # a zip cut short: zipfile.BadZipFile (it used to escape as a traceback)
+        return good[:int(n * float(kind.split()[-1]))]
+    if kind == "cut by one byte":
+        return good[:-1]
+    if kind == "garbage bytes":  # the middle of the signals overwritten: the zip's CRC check catches it
+        mid = good.index(b"signals.npy") + 400
+        return good[:mid] + b"\xff" * 64 + good[mid + 64:]
+    if kind == "empty":
+        return b""
+    if kind.startswith("missing "):
+        return _drop_array(good, kind.split()[-1])
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize("kind", ["not a zip", "empty", "cut at 0.1", "cut at 0.5", "cut at 0.99", "cut by one byte",
+                                  "garbage bytes", "missing meta", "missing signals", "missing event_ids"])
+def test_damaged_cache_is_detected_and_rebuilt_with_a_one_line_notice(kind, tmp_path, capfd):
+    import zipfile
     src = good_file(tmp_path)
     out = tmp_path / "c.npz"
-    out.write_bytes(b"not a zip")
+    ref, _, _ = mbd.prepare(src, out)
+    good = out.read_bytes()
+    out.write_bytes(_damage(kind, good))
+    with pytest.raises(mbd.CacheError, match="is damaged") as e:  # never a raw BadZipFile/KeyError/EOFError
+        mbd.load_cache(out)
+    assert not isinstance(e.value, zipfile.BadZipFile) and "\n" not in str(e.value)
+    capfd.readouterr()
     ev, _, reused = mbd.prepare(src, out)
+    err = capfd.readouterr().err
     assert not reused and len(ev) == 5
+    np.testing.assert_array_equal(ev.signals, ref.signals)
+    notices = [line for line in err.splitlines() if line.strip()]
+    assert len(notices) == 1 and notices[0].startswith("notice: cache") and "rebuilding it from" in notices[0]
+    assert out.read_bytes() == good or len(mbd.load_cache(out)) == 5  # rebuilt, readable again
+    ev2, _, reused2 = mbd.prepare(src, out)
+    assert reused2 and capfd.readouterr().err == ""
+
+
+def test_event_id_past_int64_is_a_bad_line_not_an_overflow(tmp_path):
+    huge = "99999999999999999999"
+    bad = [huge + "\t" + huge + "\t" + line.split("\t", 2)[2] for line in event_lines(200, 5)]
+    lines = event_lines(100, 3) + bad[:1] + event_lines(300, 7)
+    events, rep = mbd.parse_file(write(tmp_path, lines))  # used to raise OverflowError
+    assert events.event_ids.tolist() == [100, 300] and rep.events_valid == 2
+    assert rep.lines_unreadable == 1 and rep.unreadable_examples[0]["line"] == 15
+    assert "64-bit" in rep.unreadable_examples[0]["detail"] and "unreadable line 15" in rep.summary()
+    with pytest.raises(mbd.MindBigDataError) as e:
+        mbd.parse_file(write(tmp_path, lines, "s.txt"), strict=True)
+    assert e.value.line_number == 15 and "64-bit" in str(e.value)
+    # In the [id] field (the event id is fine) the event is skipped as bad_id, on its line.
+    ok = event_lines(200, 5)
+    ok[4] = huge + "\t" + ok[4].split("\t", 1)[1]
+    events, rep = mbd.parse_file(write(tmp_path, event_lines(100, 3) + ok, "i.txt"))
+    assert rep.events_skipped == {"bad_id": 1} and rep.skipped_examples[0]["line"] == 19
 
 
 # --------------------------------------------------------------------------------------------- CLI

@@ -39,9 +39,11 @@ def test_status_reports_a_loaded_dataset_and_its_oracle():
 def test_expected_clip_without_loading(tmp_path, monkeypatch):
     assert ns.expected_clip(make_config("ci")) == (
         "eeg2img-tiny, untrained (random weights, chosen by the profile)", False)
-    monkeypatch.setenv("HF_HOME", str(tmp_path))  # an empty cache: auto falls back to untrained
+    monkeypatch.setenv("HF_HOME", str(tmp_path))  # an empty cache: auto falls back to digit-CLIP (trained)
     desc, trained = ns.expected_clip(make_config("cpu"))
-    assert trained is False and "UNTRAINED" in desc
+    assert trained is True and "falls back to digit-CLIP" in desc and "UNTRAINED" not in desc
+    desc, trained = ns.expected_clip(make_config("ci", {"clip_model": "digit-clip", "clip_weights": "auto"}))
+    assert trained is True and desc.startswith("digit-CLIP")
     desc, trained = ns.expected_clip(make_config("cpu", {"clip_weights": str(tmp_path / "missing.pt")}))
     assert trained is False and "checkpoint" in desc
 
@@ -220,7 +222,7 @@ def test_metrics_table_puts_each_number_next_to_chance():
     assert "oracle_top1" not in ns.metrics_table({k: v for k, v in m.items() if k != "oracle_top1"})["metric"].tolist()
 
 
-def test_train_or_resume_reuses_a_finished_run(tmp_path):
+def _tiny_run_inputs():
     from helpers.features import FeatureConfig, FeaturePipeline, FeatureSet
     from helpers.pipeline import load_semantic
 
@@ -235,25 +237,68 @@ def test_train_or_resume_reuses_a_finished_run(tmp_path):
                           rejected=np.zeros(n, bool), ptp_uv=np.ones(n, np.float32), labels=np.arange(n) % 10)
 
     prepared = types.SimpleNamespace(features=pipe, train=fs(24), val=fs(10), test=fs(10),
-                                     loaded=types.SimpleNamespace(source="a.txt"))
-    semantic = load_semantic(config)
+                                     loaded=types.SimpleNamespace(source="a.txt"),
+                                     digits=types.SimpleNamespace(event_ids=np.arange(44)),
+                                     split=types.SimpleNamespace(train=np.arange(24)))
+    return config, prepared, load_semantic(config)
+
+
+def _snapshot(folder):
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_train_or_resume_reuses_a_finished_run_and_refuses_another_unless_forced(tmp_path):
+    from helpers.checkpoint import CheckpointError
+
+    config, prepared, semantic = _tiny_run_inputs()
     logs = []
     first = ns.train_or_resume(config, prepared, semantic, tmp_path, log=logs.append)
     assert first.epoch == 1 and (tmp_path / "models" / "last.pt").is_file()
     assert (tmp_path / "models" / "features.pt").is_file() and (tmp_path / "config.json").is_file()
     again = ns.train_or_resume(config, prepared, semantic, tmp_path, log=logs.append)
     assert again.epoch == 1 and again.history == first.history and "reusing" in logs[-1]
-    # Another configuration in the same folder: reported, then trained from scratch.
-    other = ns.train_or_resume(make_config("ci", {"feature_dim": 8, "epochs": 1, "batch_size": 8,
-                                                  "lambda_clip": 0.0}), prepared, semantic, tmp_path,
-                               log=logs.append)
-    assert other.epoch == 1 and "cannot be resumed" in logs[-2] and "WILL BE REPLACED" in logs[-2]
-    # The same configuration on other data: refused by the recorded identity, said loudly, trained afresh.
+    # Another configuration in the same folder: refused BEFORE config.json or features.pt are touched.
+    other_config = make_config("ci", {"feature_dim": 8, "epochs": 1, "batch_size": 8, "lambda_clip": 0.0})
+    before = _snapshot(tmp_path)
+    with pytest.raises(CheckpointError, match="lambda_clip.*force=True") as e:
+        ns.train_or_resume(other_config, prepared, semantic, tmp_path, log=logs.append)
+    assert "\n" not in str(e.value) and _snapshot(tmp_path) == before
+    # The same configuration on other data: refused by the recorded identity, folder unchanged.
     moved = types.SimpleNamespace(**{**vars(prepared), "loaded": types.SimpleNamespace(source="b.txt")})
+    with pytest.raises(CheckpointError, match="identity.data_source"):
+        ns.train_or_resume(config, moved, semantic, tmp_path, log=logs.append)
+    assert _snapshot(tmp_path) == before
+    # force=True: said loudly, replaced by a fresh run, which is then reused like any finished run.
     logs.clear()
-    fresh = ns.train_or_resume(config, moved, semantic, tmp_path, log=logs.append)
+    fresh = ns.train_or_resume(config, moved, semantic, tmp_path, log=logs.append, force=True)
     assert fresh.epoch == 1 and "WILL BE REPLACED" in logs[0] and "trained 1 epochs" in logs[-1]
     assert ns.train_or_resume(config, moved, semantic, tmp_path, log=logs.append) and "reusing" in logs[-1]
+
+
+def test_train_or_resume_falls_back_to_the_previous_checkpoint_and_says_so(tmp_path):
+    from helpers.checkpoint import CheckpointError, load_checkpoint
+
+    config, prepared, semantic = _tiny_run_inputs()
+    two = make_config("ci", {"feature_dim": 8, "epochs": 2, "batch_size": 8})
+    ns.train_or_resume(two, prepared, semantic, tmp_path, log=print)
+    last, prev = tmp_path / "models" / "last.pt", tmp_path / "models" / "previous.pt"
+    assert load_checkpoint(prev)["epoch"] == 1 and load_checkpoint(last)["epoch"] == 2
+    data = bytearray(last.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte in last.pt
+    last.write_bytes(bytes(data))
+    logs = []
+    trainer = ns.train_or_resume(two, prepared, semantic, tmp_path, log=logs.append)
+    warning = next(m for m in logs if "falling back" in m)
+    assert str(last) in warning and str(prev) in warning and "checksum" in warning
+    assert "resuming from epoch 1 of 2" in logs and trainer.epoch == 2
+    assert load_checkpoint(last)["epoch"] == 2 and load_checkpoint(prev)["epoch"] == 1  # retrained epoch 2
+    # Neither checkpoint good: refused, and the folder is left as it was.
+    last.write_bytes(b"oops")
+    prev.write_bytes(prev.read_bytes()[:-1])
+    before = _snapshot(tmp_path)
+    with pytest.raises(CheckpointError, match="no good checkpoint"):
+        ns.train_or_resume(two, prepared, semantic, tmp_path, log=logs.append)
+    assert _snapshot(tmp_path) == before
 
 
 def test_compare_lambda_clip_reuses_a_matching_run_and_trains_the_other(monkeypatch):

@@ -60,6 +60,6 @@ def test_every_helpers_module_imports(name):
 
 
 def test_core_modules_are_present():
-    # The modules the design names; the import test above covers whatever else exists.
+    # The modules the design names (docs/DESIGN.md#module-map); the import test above covers whatever else exists.
     for name in ("config", "stats", "cli"):
         assert name in MODULES

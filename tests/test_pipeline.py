@@ -45,7 +45,8 @@ def test_run_writes_contract_metrics_config_history_and_figures(cli_run):
         assert isinstance(m[key], typ), f"{key} should be {typ.__name__}, got {m[key]!r}"
     assert m["clip_semantic"] is False  # the ci profile's tiny CLIP is untrained, and says so
     assert m["synthetic"] is True and 0.1 < m["oracle_top1"] <= 1.0
-    assert m["chance_top1"] == pytest.approx(0.1) and m["chance_top1_upper95"] > 0.1
+    assert 0.1 <= m["chance_top1"] < 0.3 and m["chance_top1_upper95"] > m["chance_top1"]  # the test block's class mix
+    assert "majority_class_top1" in m and "ssim_label_blind" in m and "ssim_wrong_digit" in m
     assert m["n_test_events"] == m["split"]["n_test"] > 0
     assert 0 <= m["judge_top1"] <= m["judge_top3"] <= 1
     assert "oracle_label_judge_top1" in m and "permutation_top1" in m["scorers"]["judge"]
@@ -74,12 +75,47 @@ def test_bad_overrides_and_mismatched_resume_fail_cleanly(cli_run):
     assert other.returncode == 1 and "lambda_clip" in other.stderr and "Traceback" not in other.stderr
 
 
-@pytest.mark.parametrize("mode", ["null", "session_blocks"])
+def _snapshot(folder):
+    return {str(p.relative_to(folder)): (p.stat().st_mtime_ns, p.read_bytes())
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_run_into_a_folder_with_a_run_is_refused_unless_resume_or_force(cli_run):
+    root, out, _ = cli_run
+    before = _snapshot(out)
+    again = run_cli(["--profile", "ci", "--out", str(out), "--set", "synthetic_events=600"], root / "dataset")
+    assert again.returncode == 1 and "Traceback" not in again.stderr
+    err = [line for line in again.stderr.splitlines() if line.strip()]
+    assert len(err) == 1 and err[0].startswith("error: ") and "already holds a run" in err[0]
+    assert "--resume" in err[0] and "--force" in err[0]
+    # A split that cannot work is refused up front too (val=0 used to crash after training).
+    split = run_cli(["--profile", "ci", "--out", str(root / "y"), "--set", "split_fractions=0.85,0,0.15"],
+                    root / "dataset")
+    assert split.returncode == 1 and "split_fractions: the validation share is 0" in split.stderr
+    assert "Traceback" not in split.stderr and not (root / "y").exists()
+    assert _snapshot(out) == before  # nothing written, nothing touched
+
+
+def test_force_replaces_the_run(cli_run):
+    root, out, _ = cli_run
+    proc = run_cli(["--profile", "ci", "--out", str(out), "--force", "--set", "epochs=1",
+                    "--set", "synthetic_events=600", "--set", "lambda_clip=0"], root / "dataset")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "--force: replacing the run" in proc.stdout and "resumed" not in proc.stdout
+    assert [r["epoch"] for r in json.loads((out / "history.json").read_text())] == [1]
+    assert json.loads((out / "config.json").read_text())["lambda_clip"] == 0
+    assert not (out / "models" / "previous.pt").exists()  # the old run's checkpoints are gone
+    assert json.loads((out / "metrics.json").read_text())["split"]["gap_events"] == 2
+
+
+@pytest.mark.parametrize("mode", ["signal", "null", "session_blocks"])
 def test_no_leakage_on_data_without_per_event_class_signal(mode, tmp_path, monkeypatch, judge):
     """No per-event class information: the judge and the linear baseline stay below chance's 95 % upper bound.
 
-    Leakage would push the numbers up; the check is one-sided because a nearly constant generator (one
-    epoch) can score below chance when the held-out block holds only some of the digits (session blocks).
+    "signal" is the positive control, run with the very same events, profile and epochs: there the baseline and
+    the generator (judge) must rise above chance, so the null runs below could have failed had anything leaked.
+    Leakage would push the null numbers up; the check is one-sided because a nearly constant generator can score
+    below chance when the held-out block holds only some of the digits (session blocks).
 
     "session_blocks": the digit follows recording sessions, each with its own drift, and nothing else; a
     random split would learn drift -> digit and look good. With many short sessions, the held-out block holds
@@ -88,19 +124,27 @@ def test_no_leakage_on_data_without_per_event_class_signal(mode, tmp_path, monke
     from helpers.synthetic import SyntheticSpec, write_synthetic
 
     monkeypatch.setenv("EEG2IMG_DATA_DIR", str(tmp_path / "dataset"))
-    spec = (SyntheticSpec(n_events=1200, class_strength=0.0, seed=3) if mode == "null" else
-            SyntheticSpec(n_events=1200, seed=3, label_mode="session_blocks", n_blocks=120))
+    spec = {"signal": SyntheticSpec(n_events=1200, seed=3),
+            "null": SyntheticSpec(n_events=1200, class_strength=0.0, seed=3),
+            "session_blocks": SyntheticSpec(n_events=1200, seed=3, label_mode="session_blocks", n_blocks=120)}[mode]
     path = tmp_path / f"{mode}.txt"
     write_synthetic(path, spec)
-    cfg = make_config("ci", {"epochs": 1})
+    # The cpu profile's rates and warm-up: at the ci profile's 2e-4 the generator needs ~10 epochs to leave chance,
+    # and at 2e-3 without the warm-up the discriminator can win early and leave it there (seen: judge 0.09).
+    cfg = make_config("ci", {"epochs": 5, "learning_rate": 2e-3, "encoder_learning_rate": 5e-4, "adv_warmup_epochs": 2})
     prepared = prepare_data(cfg, path)
-    assert prepared.synthetic and prepared.loaded.oracle_top1 == pytest.approx(0.1)
     semantic = load_semantic(cfg)
     trainer = build_trainer(cfg, semantic, None)
     trainer.fit(*train_data(prepared), progress=False)
     m = evaluate_trainer(trainer, prepared, semantic, tmp_path / "out", judge=judge, figures=False,
                          n_permutations=200, log=lambda *_: None)
-    _, hi = chance_interval(m["n_test_events"], 0.1)
-    for key in ("linear_baseline_top1", "judge_top1"):
+    hi = m["chance_top1_upper95"]
+    if mode == "signal":  # measured: baseline 0.55, judge 0.26 after 3 epochs (0.29 after 10 at the ci rate)
+        assert prepared.loaded.oracle_top1 > 0.4
+        assert m["linear_baseline_top1_ci95"][0] > hi, f"positive control: baseline {m['linear_baseline_top1']:.3f}"
+        assert m["judge_top1"] > hi, f"positive control: judge {m['judge_top1']:.3f} not above chance {hi:.3f}"
+        return
+    assert prepared.synthetic and prepared.loaded.oracle_top1 == pytest.approx(0.1)
+    for key in ("linear_baseline_top1", "judge_top1", "majority_class_top1"):
         assert m[key] <= hi, f"{key} = {m[key]:.3f} above chance's 95 % upper bound {hi:.3f}: leakage?"
     assert m["linear_baseline_top1_p_value"] > 0.05

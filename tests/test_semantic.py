@@ -2,6 +2,8 @@
 
 All offline with the tiny registered config (HF_HUB_OFFLINE=1, an empty HF cache).
 """
+import subprocess
+import sys
 import time
 import warnings
 
@@ -241,12 +243,76 @@ def test_openai_weights_select_the_quickgelu_variant():
         semantic.load_clip("ViT-B-32", weights="pretrained", pretrained_tag="openai")
 
 
-def test_auto_falls_back_to_untrained_loudly(capsys):
-    with pytest.warns(UserWarning, match="UNTRAINED"):
-        clip = semantic.load_clip(TINY_CLIP_NAME, weights="auto")
-    assert clip.trained is False and clip.weights == "untrained"
-    assert "UNTRAINED CLIP" in capsys.readouterr().out
-    assert UNTRAINED_CLIP_NOTE in clip.describe()
+@pytest.fixture
+def small_digit_clip(monkeypatch, tmp_path_factory):
+    """A few-step digit-CLIP recipe (seconds) in a temporary cache stands in for the full one in these tests:
+    they check what is loaded and how it is labelled, not what it knows (tests/test_digit_clip.py does)."""
+    from helpers import digit_clip
+
+    folder = tmp_path_factory.getbasetemp() / "digit_clip_quick_semantic"
+    quick = digit_clip.Recipe(name="quick", steps=5, batch_size=16, min_stimuli_correct=0)
+    original = digit_clip.load_or_train
+    monkeypatch.setattr(digit_clip, "load_or_train",
+                        lambda *a, **k: original(quick, cache_dir=folder, progress=False))
+    return folder
+
+
+def test_auto_falls_back_to_digit_clip_and_says_so(small_digit_clip, capsys):
+    with pytest.warns(UserWarning, match="DIGIT-CLIP instead .*not ViT-B-32"):
+        clip = semantic.load_clip("ViT-B-32", weights="auto", pretrained_tag="laion2b_s34b_b79k")
+    assert clip.trained is True and clip.model_name == semantic.DIGIT_CLIP_NAME
+    assert clip.weights.startswith("digit-clip:v") and clip.image_size == 64
+    text = clip.describe()
+    assert text.startswith("CLIP digit-clip (digit-clip:v") and "stands in for ViT-B-32 / laion2b_s34b_b79k" in text
+    assert UNTRAINED_CLIP_NOTE not in text and semantic.untrained_banner(clip) == ""
+    assert "using digit-CLIP instead" in capsys.readouterr().out
+    # Asked for by name it is the same network, without a warning or a stand-in note.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        direct = semantic.load_clip("digit-clip", weights="auto")
+    assert direct.weights == clip.weights and direct.fingerprint == clip.fingerprint and direct.note == ""
+    # The stimulus-embedding cache knows them apart from the untrained architecture of the same name.
+    untrained = semantic.load_clip("digit-clip", weights="untrained")
+    assert untrained.trained is False and untrained.fingerprint != clip.fingerprint
+    assert UNTRAINED_CLIP_NOTE in untrained.describe()
+
+
+def test_a_tiny_model_with_auto_also_falls_back_to_digit_clip(small_digit_clip):
+    with pytest.warns(UserWarning, match="DIGIT-CLIP"):
+        clip = semantic.load_clip(TINY_CLIP_NAME, weights="auto")  # no pretrained tag exists for it
+    assert clip.trained and clip.model_name == "digit-clip" and f"stands in for {TINY_CLIP_NAME}" in clip.describe()
+
+
+def test_importing_the_losses_registers_nothing():
+    code = ("import open_clip, helpers.losses, helpers.train; "
+            "print(sorted({'eeg2img-tiny', 'digit-clip'} & set(open_clip.list_models())))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+# --- random views (the training loss's augmentation) ---------------------------------------------
+
+def test_random_views_are_view_major_white_filled_and_differentiable():
+    torch.manual_seed(0)
+    x = (torch.rand(3, 3, 32, 32) * 2 - 1).requires_grad_()
+    v = semantic.random_views(x, 4)
+    assert v.shape == (12, 3, 32, 32)
+    v.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    white = semantic.random_views(torch.ones(2, 3, 32, 32), 4)  # a blank page stays blank: the fill is white
+    assert (white - 1).abs().max() < 6 * semantic.VIEW_NOISE
+    # A centred black square: every view keeps it roughly (views are mild), and views differ from each other.
+    sq = torch.ones(1, 3, 32, 32)
+    sq[:, :, 12:20, 12:20] = -1
+    torch.manual_seed(1)
+    views = semantic.random_views(sq, 4)
+    assert all((views[i] < 0).float().mean() > 0.02 for i in range(4))
+    assert not torch.allclose(views[0], views[1], atol=0.1)
+    torch.manual_seed(1)
+    assert torch.equal(semantic.random_views(sq, 4), views)  # from torch's RNG: reproducible under a seed
+    with pytest.raises(ValueError, match="k >= 1"):
+        semantic.random_views(sq, 0)
 
 
 def test_pretrained_comes_from_a_populated_cache_offline(clip, tmp_path, monkeypatch):

@@ -21,12 +21,38 @@ def test_block_split_is_contiguous_in_time_and_disjoint():
 
 def test_block_split_sizes_and_gap():
     ids = np.arange(100)
-    s = splits.block_split(ids, fractions=(0.6, 0.2, 0.2), gap=3)
-    assert s.train.tolist() == list(range(0, 57))
-    assert s.val.tolist() == list(range(63, 77))
-    assert s.test.tolist() == list(range(83, 100))
+    s = splits.block_split(ids, fractions=(0.6, 0.2, 0.2), gap=3)  # 3 events out around each boundary
+    assert s.train.tolist() == list(range(0, 59))
+    assert s.val.tolist() == list(range(62, 79))
+    assert s.test.tolist() == list(range(82, 100))
     s0 = splits.block_split(ids, fractions=(0.8, 0.0, 0.2))
     assert s0.val.size == 0 and s0.train.tolist() == list(range(80)) and s0.test.tolist() == list(range(80, 100))
+
+
+@pytest.mark.parametrize("gap", [0, 1, 2, 3, 7])
+def test_blocks_are_separated_by_at_least_the_gap_in_event_id_order(gap):
+    rng = np.random.default_rng(gap)
+    ids = np.cumsum(rng.integers(1, 4, 500)) + 10**9  # increasing with holes, then shuffled like any array
+    ids = ids[rng.permutation(500)]
+    s = splits.block_split(ids, gap=gap)
+    assert f"gap {gap}" in s.method
+    rank = np.empty(500, np.int64)
+    rank[np.argsort(ids)] = np.arange(500)  # position of each event on the time line
+    train, val, test = (rank[getattr(s, k)] for k in ("train", "val", "test"))
+    assert val.min() - train.max() - 1 >= gap and test.min() - val.max() - 1 >= gap  # events left between
+    assert val.min() - train.max() - 1 == gap == test.min() - val.max() - 1  # and no more than that
+    assert s.train.size + s.val.size + s.test.size == 500 - 2 * gap
+
+
+def test_a_gap_that_empties_a_block_is_refused():
+    ids = np.arange(20)  # val and test have 3 events each
+    assert splits.block_split(ids, gap=2).sizes == {"train": 13, "val": 1, "test": 2}
+    for gap in (3, 6, 40):
+        with pytest.raises(ValueError, match=rf"the (val|test|train) block is empty.*split_gap_events={gap}"):
+            splits.block_split(ids, gap=gap)
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="split_gap_events"):
+            splits.block_split(ids, gap=bad)
 
 
 @pytest.mark.parametrize("fractions", [(0.7, 0.2, 0.2), (0.0, 0.5, 0.5), (0.5, -0.1, 0.6), (0.5, 0.5)])
