@@ -57,9 +57,9 @@ def arms() -> dict[str, dict]:
     return out
 
 
-def run_one(job: tuple[str, dict, int]) -> dict:
+def run_one(job: tuple[str, dict, int, str]) -> dict:
     """One run in this process (one torch thread): data, digit-CLIP, training, evaluation; returns its numbers."""
-    name, overrides, seed = job
+    name, overrides, seed, profile = job
     import torch
 
     torch.set_num_threads(1)
@@ -68,7 +68,7 @@ def run_one(job: tuple[str, dict, int]) -> dict:
     from helpers.judge import load_or_train_judge
     from helpers.pipeline import build_trainer, evaluate_trainer, load_semantic, prepare_data, train_data
 
-    config = make_config("cpu", {**BASE, **overrides, "seed": seed})
+    config = make_config(profile, {**BASE, **overrides, "seed": seed})
     t0 = time.perf_counter()
     prepared = prepare_data(config)
     semantic = load_semantic(config)
@@ -185,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=6)
     p.add_argument("--events", type=int, default=1500, help="synthetic events per file")
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--profile", default="cpu", help="the profile under the arms (gpu: the step-matched simulation of "
+                   "the seed's recipe, with --set device=cpu --set mixed_precision=false)")
     p.add_argument("--arms", nargs="*", help="a subset of the arms (default: all)")
     p.add_argument("--set", dest="overrides", action="append", default=[], help="KEY=VALUE for every arm")
     p.add_argument("--out", type=Path, default=RESULTS / "clip_effect.json")
@@ -201,9 +203,9 @@ def main(argv: list[str] | None = None) -> int:
     grid = {k: v for k, v in arms().items() if not a.arms or k in a.arms}
     if not grid:
         p.error(f"no such arm; choose from {', '.join(arms())}")
-    jobs = [(name, {**ov, **common}, seed) for seed in range(a.seeds) for name, ov in grid.items()]
+    jobs = [(name, {**ov, **common}, seed, a.profile) for seed in range(a.seeds) for name, ov in grid.items()]
     # Train digit-CLIP and the judge once, before the workers would race to do it.
-    run_one((next(iter(grid)), {**grid[next(iter(grid))], **common, "epochs": 1}, 0))
+    run_one((next(iter(grid)), {**grid[next(iter(grid))], **common, "epochs": 1}, 0, a.profile))
     t0 = time.perf_counter()
     with ProcessPoolExecutor(max_workers=a.workers) as pool:
         rows = []
@@ -228,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     result = {"what": __doc__.split("\n\n")[0], "arms": {k: {**BASE, **v, **common} for k, v in grid.items()},
-              "profile": "cpu", "seeds": a.seeds, "summary": summary, "runs": rows,
+              "profile": a.profile, "seeds": a.seeds, "summary": summary, "runs": rows,
               "wall_seconds": round(time.perf_counter() - t0, 1), "workers": a.workers,
               "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__}}
     write_json_atomic(a.out, result)

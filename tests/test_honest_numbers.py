@@ -5,8 +5,9 @@ import pytest
 
 from helpers.config import make_config
 from helpers.evaluate import evaluation_metrics, image_similarity
-from helpers.pipeline import build_trainer, evaluate_trainer, load_semantic, prepare_data, train_data
+from helpers.pipeline import prepare_data
 from helpers.stimuli import render_digits
+from tests.quick_run import train_and_evaluate
 
 SKEWED = (0.4,) + (0.6 / 9,) * 9  # 40 % zeros, like the unbalanced recording of the issue
 
@@ -22,12 +23,7 @@ def test_no_accuracy_rises_above_its_chance_band_on_unbalanced_no_signal_data(tm
     path = tmp_path / "skewed.txt"
     write_synthetic(path, SyntheticSpec(n_events=1200, class_strength=0.0, seed=5, class_priors=SKEWED))
     cfg = make_config("ci", {"epochs": 2})
-    prepared = prepare_data(cfg, path)
-    semantic = load_semantic(cfg)
-    trainer = build_trainer(cfg, semantic, None)
-    trainer.fit(*train_data(prepared), progress=False)
-    m = evaluate_trainer(trainer, prepared, semantic, tmp_path / "out", judge=judge, figures=False,
-                         n_permutations=200, log=lambda *_: None)
+    prepared, m = train_and_evaluate(cfg, path, tmp_path / "out", judge)
     shares = np.bincount(prepared.test.labels, minlength=10) / len(prepared.test.labels)
     assert m["chance_top1"] == pytest.approx(shares.max()) and m["chance_top1"] > 0.3
     assert m["chance_top3"] == pytest.approx(np.sort(shares)[::-1][:3].sum())

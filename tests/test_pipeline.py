@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from helpers.config import make_config
-from helpers.pipeline import build_trainer, evaluate_trainer, load_semantic, prepare_data, train_data
 from helpers.stats import chance_interval
+from tests.quick_run import train_and_evaluate
 
 CONTRACT_KEYS = {"n_test_events": int, "semantic_top1": float, "semantic_top3": float, "judge_top1": float,
                  "judge_top3": float, "linear_baseline_top1": float, "chance_top1": float,
@@ -132,12 +132,7 @@ def test_no_leakage_on_data_without_per_event_class_signal(mode, tmp_path, monke
     # The cpu profile's rates and warm-up: at the ci profile's 2e-4 the generator needs ~10 epochs to leave chance,
     # and at 2e-3 without the warm-up the discriminator can win early and leave it there (seen: judge 0.09).
     cfg = make_config("ci", {"epochs": 5, "learning_rate": 2e-3, "encoder_learning_rate": 5e-4, "adv_warmup_epochs": 2})
-    prepared = prepare_data(cfg, path)
-    semantic = load_semantic(cfg)
-    trainer = build_trainer(cfg, semantic, None)
-    trainer.fit(*train_data(prepared), progress=False)
-    m = evaluate_trainer(trainer, prepared, semantic, tmp_path / "out", judge=judge, figures=False,
-                         n_permutations=200, log=lambda *_: None)
+    prepared, m = train_and_evaluate(cfg, path, tmp_path / "out", judge)
     hi = m["chance_top1_upper95"]
     if mode == "signal":  # measured: baseline 0.55, judge 0.26 after 3 epochs (0.29 after 10 at the ci rate)
         assert prepared.loaded.oracle_top1 > 0.4
