@@ -244,11 +244,13 @@ def _embed(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
 def evaluate(model: nn.Module, tokens: torch.Tensor | None = None) -> dict:
     """Zero-shot accuracies (stimuli at 64 and 32 px, held-out handwriting, the held-out font as drawn and in
     200 fixed draws at augmentation strength 0.5) and the stimuli's image-embedding cosine matrix (64 px)."""
-    from .stimuli import get_stimuli, to_tensor
+    from .stimuli import render_digits, to_tensor
 
     model.eval()
     text = class_text_embeddings(model, tokens)
-    raw = get_stimuli(size=224)
+    # The rendered stimuli, never a user's dataset/stimuli folder: the check is whether digit-CLIP knows the digits,
+    # and its result (and the cache) must not depend on which images a user chose to show.
+    raw = render_digits(size=224)
     stim64, stim32 = to_tensor(raw, size=SIZE), to_tensor(raw, size=32)
     hw, hw_y = handwritten_ink()
     hw, hw_y = 1.0 - 2.0 * hw[-N_HELDOUT_HANDWRITTEN:], hw_y[-N_HELDOUT_HANDWRITTEN:]

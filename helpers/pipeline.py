@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,8 +71,9 @@ def prepare_data(config: Config, data_path: str | Path | None = None,
 
     ``fitted_features``: a run's ``models/features.pt`` (:func:`save_features`). When that file exists, the
     transform saved with the run is applied as it is instead of being fitted again, so a run is evaluated (and
-    resumed) with exactly the features it was trained on, whatever this machine's BLAS would fit now. It must
-    have been fitted on this split's training events with this recipe, else ValueError.
+    resumed) with exactly the features it was trained on, whatever this machine's BLAS would fit now. A file
+    fitted with another recipe or on other training events, or a damaged one, is not used: the features are
+    fitted afresh with a warning (and resuming that run is then refused by its identity check, unless forced).
     """
     from helpers.baseline import features_baseline
     from helpers.features import FeatureConfig, FeaturePipeline, digit_events
@@ -84,9 +86,15 @@ def prepare_data(config: Config, data_path: str | Path | None = None,
     split = block_split(digits.event_ids, fractions=tuple(config.split_fractions), gap=config.split_gap_events)
     assert_disjoint(split, digits.event_ids)
     recipe = FeatureConfig.from_config(config, sfreq=digits.sfreq)
+    pipe = None
     if fitted_features is not None and Path(fitted_features).is_file():
-        pipe = load_features(fitted_features, recipe, digits.event_ids[split.train])
-    else:
+        try:
+            pipe = load_features(fitted_features, recipe, digits.event_ids[split.train])
+        except (ValueError, RuntimeError) as e:  # RuntimeError: a CheckpointError (damaged, unsealed file)
+            # Not this run's transform (or damaged): fit afresh and say so. Whether the run in that folder may then
+            # be resumed is open_run's decision (its identity check compares the fitted features).
+            warnings.warn(f"{e}; fitting the features afresh", UserWarning, stacklevel=2)
+    if pipe is None:
         pipe = FeaturePipeline(recipe).fit(digits, split.train)
     sets = {name: pipe.transform(digits, getattr(split, name)) for name in ("train", "val", "test")}
     rejected = {name: fs.n_rejected for name, fs in sets.items()}
@@ -288,9 +296,12 @@ def evaluate_trainer(trainer, prepared: PreparedData, semantic: SemanticSetup, o
         viz.signature_grid(eeg, prepared.digits.sfreq, test.labels[:n_show], semantic.stimuli_uint8,
                            generated[:n_show], top_k_predictions(scores["judge_scores"][:n_show], 3),
                            channel_names=prepared.digits.channels, n_total=len(test.X), **flags)
-        vm = metrics.get("validation", {})
-        viz.training_curves(trainer.history, chance=(vm["chance_top1"], vm["chance_top3"]) if "chance_top3" in vm
-                            else None, **flags)
+        from helpers.stats import chance_level
+        from helpers.train import VAL_MAX_EVENTS
+
+        scored = val.labels[:VAL_MAX_EVENTS]  # the events Trainer.validate scores each epoch, and their class mix
+        viz.training_curves(trainer.history, chance=(chance_level(scored, 1, 10), chance_level(scored, 3, 10))
+                            if len(scored) else None, **flags)
         judge_pred = scores["judge_scores"].argmax(axis=1)
         viz.confusion_matrix_figure(confusion(judge_pred, test.labels), "judge on generated images (test)", **flags)
         sc = metrics["scorers"]
@@ -403,8 +414,7 @@ def run_pipeline(config: Config, data_path: str | Path | None = None, out_dir: s
     resolve_device(config.device)  # a missing GPU is reported now, not after the data stage
     log(f"[1/4] data and features (profile {config.profile})")
     # A resumed run keeps the feature transform it was trained with (models/features.pt), never a refit.
-    prepared = prepare_data(config, data_path,
-                            fitted_features=out / "models" / "features.pt" if resume and not force else None)
+    prepared = prepare_data(config, data_path, fitted_features=out / "models" / "features.pt" if resume else None)
     log(prepared.summary())
     log("[2/4] frozen CLIP and stimulus embeddings")
     semantic = load_semantic(config, out)  # caches the stimulus embeddings under out/models

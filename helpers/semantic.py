@@ -391,9 +391,16 @@ def load_clip(model_name: str = "ViT-B-32", weights: str = "auto", pretrained_ta
                    f"Logs, figures and metrics.json name digit-clip. Reason: {e}")
             warnings.warn(msg, UserWarning, stacklevel=2)
             print(f"clip_weights=auto: {name} / {pretrained_tag} unavailable; using digit-CLIP instead", flush=True)
-            (model, desc), trained = _load_digit_clip(), True
-            note = f"stands in for {name} / {pretrained_tag}, whose pretrained weights are unavailable"
-            name = DIGIT_CLIP_NAME
+            from helpers.digit_clip import DigitClipCheckError
+
+            try:
+                (model, desc), trained = _load_digit_clip(), True
+                note = f"stands in for {name} / {pretrained_tag}, whose pretrained weights are unavailable"
+                name = DIGIT_CLIP_NAME
+            except DigitClipCheckError as err:  # digit-CLIP failed its own check on this machine: say so, go on
+                warnings.warn(f"clip_weights=auto: digit-CLIP failed its zero-shot check ({err}); falling back to an "
+                              f"UNTRAINED {name}", UserWarning, stacklevel=2)
+                model, desc, trained = _create_untrained(name), "untrained", False
     else:  # anything else is a checkpoint path
         model, trained = _load_checkpoint(name, weights)
         desc = f"checkpoint:{Path(weights).expanduser().resolve()}"

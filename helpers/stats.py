@@ -55,7 +55,9 @@ def clopper_pearson(successes: int, n: int, level: float = 0.95) -> tuple[float,
 def class_shares(labels: np.ndarray, n_classes: int) -> np.ndarray:
     """Share of each class among ``labels`` (``float64 [n_classes]``; all zero for no labels)."""
     labels = np.asarray(labels, dtype=np.int64).reshape(-1)
-    counts = np.bincount(labels, minlength=n_classes)[:n_classes].astype(np.float64)
+    if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
+        raise ValueError(f"labels must be in 0..{n_classes - 1}; got {labels.min()}..{labels.max()}")
+    counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
     return counts / counts.sum() if counts.sum() else counts
 
 
