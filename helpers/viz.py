@@ -381,7 +381,7 @@ def accuracy_bars(accuracies: Mapping, *, clip_trained: bool, synthetic: bool, c
     err = np.array([[v - lo if lo is not None else 0.0 for v, lo, _ in parts],
                     [hi - v if hi is not None else 0.0 for v, _, hi in parts]])
     banner_h = _n_banners(clip_trained, synthetic) * _BANNER_INCHES
-    fig, ax = plt.subplots(figsize=(max(4.5, 1.3 * len(names) + 1.5), 4.0 + banner_h))
+    fig, ax = plt.subplots(figsize=(max(4.5, 1.3 * len(names) + 1.5), 4.0 + banner_h + 0.5 * (len(names) > 4)))
     colors = [plt.cm.tab10(i % 10) for i in range(len(names))]
     ax.bar(range(len(names)), values, yerr=err, capsize=5, color=colors, alpha=0.85, edgecolor="black", lw=0.6)
     for i, v in enumerate(values):
@@ -391,9 +391,11 @@ def accuracy_bars(accuracies: Mapping, *, clip_trained: bool, synthetic: bool, c
         if chance_upper95 is not None:
             ax.axhspan(chance, chance_upper95, color="0.6", alpha=0.3,
                        label=f"chance, upper 95% ({chance_upper95:.3f})")
-    ax.set_xticks(range(len(names)), names, rotation=15 if len(names) > 4 else 0)
-    if chance is not None:  # below the axes, where it cannot hide a bar or its label
-        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2, frameon=False)
+    rotated = len(names) > 4
+    ax.set_xticks(range(len(names)), names, rotation=15 if rotated else 0)
+    if chance is not None:  # below the axes and their (rotated) labels, where it cannot hide a bar or a label
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.3 if rotated else -0.1), ncol=2,
+                  frameon=False)
     ax.set_ylim(0, 1.1)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
