@@ -346,8 +346,10 @@ def evaluation_metrics(labels, semantic_scores, judge_scores, baseline_scores, *
     scorers = {"semantic": semantic_scores, "judge": judge_scores, "linear_baseline": baseline_scores}
     # The plainest real classifier: always the training events' most frequent digit (without train_labels, the
     # test events' own: then it equals chance_top1).
-    train_labels = labels if train_labels is None else _check_labels(train_labels, n_classes, name="train_labels")
-    scorers["majority_class"] = stats.majority_class_scores(train_labels, n, n_classes)
+    if train_labels is not None:
+        train_labels = _check_labels(train_labels, n_classes, name="train_labels")
+    majority_from = labels if train_labels is None else train_labels
+    scorers["majority_class"] = stats.majority_class_scores(majority_from, n, n_classes)
     if oracle_label_semantic_scores is not None:
         scorers["oracle_label_semantic"] = oracle_label_semantic_scores
     if oracle_label_judge_scores is not None:
