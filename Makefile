@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml
 	  sys.exit(f'make: only {free:.1f} GB free here; building $(VENV) (PyTorch with its CUDA libraries) needs about $(NEED_GB) GB. Free some disk and run make again.')"
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --no-cache-dir --upgrade pip
-	$(PY) -m pip install -q --no-cache-dir -e .
+	$(PY) -m pip install -q --no-cache-dir -e '.[test,lab]'
 	@touch $(STAMP)
 
 run: $(STAMP)

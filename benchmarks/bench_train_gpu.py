@@ -78,13 +78,13 @@ def main(argv=None) -> dict:
         # Terms with weight 0 are logged as NaN on purpose (the gpu profile has no label term): check the rest.
         checks[f"finite_losses_amp_{amp}"] = all(math.isfinite(v) for k, v in terms.items()
                                                  if k in ("total", "disc") or getattr(tr.config, f"lambda_{k}") > 0)
-        rows[f"ours_b16_{'amp' if amp else 'fp32'}"] = (16, cuda_time(lambda: tr.train_step(x16, y16), a.steps))
+        rows[f"ours_b16_{'amp' if amp else 'fp32'}"] = (16, cuda_time(lambda tr=tr: tr.train_step(x16, y16), a.steps))
     out_of_memory = []
     for b in [int(s) for s in a.batches.split(",") if int(s) != 16]:
         try:
             tr = trainer(b, True)
             xb, yb = torch.randn(b, 264, device="cuda"), (torch.arange(b) % 10).cuda()
-            rows[f"ours_b{b}_amp"] = (b, cuda_time(lambda: tr.train_step(xb, yb), a.steps))
+            rows[f"ours_b{b}_amp"] = (b, cuda_time(lambda tr=tr, xb=xb, yb=yb: tr.train_step(xb, yb), a.steps))
         except torch.cuda.OutOfMemoryError:
             out_of_memory.append(b)  # strict JSON has no NaN: listed apart, not timed
             torch.cuda.empty_cache()

@@ -97,6 +97,10 @@ class Config:
     # so 2 events put about 4 s between blocks: more than one event's own window, and longer than the
     # slow drifts that adjacent events share (the 0.5 Hz high-pass's ~2 s settling). It costs 4 events.
     split_gap_events: int = 2
+    # The deep EEG references (braindecode's EEGNet and ShallowFBCSPNet, helpers.eeg_references): at most this
+    # many epochs each, early-stopped on the validation events; 0 = not trained (their metrics are then absent).
+    # EEGNet was still improving at 30 epochs on the cpu profile's synthetic file (test 0.44, ~1.3 s an epoch).
+    reference_epochs: int = 60
     # Runtime.
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
@@ -151,9 +155,10 @@ def _check_split_fields(c: "Config") -> None:
         raise ValueError(f"split_fractions {f} sum to {sum(f):g}; the train, validation and test shares must "
                          f"sum to 1")
     c.split_fractions = f
-    gap = c.split_gap_events
-    if isinstance(gap, bool) or not isinstance(gap, int) or gap < 0:
-        raise ValueError(f"split_gap_events must be a whole number of events >= 0; got {gap!r}")
+    for name in ("split_gap_events", "reference_epochs"):
+        value = getattr(c, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{name} must be a whole number >= 0; got {value!r}")
 
 
 # Profiles: named sets of field values applied over the defaults above.
@@ -163,6 +168,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         epochs=2, batch_size=16, latent_dim=32, hidden_dim=0, image_size=32, lambda_cls=1.0,
         clip_model="eeg2img-tiny", clip_weights="untrained",
         synthetic_events=600, device="cpu",
+        reference_epochs=3,  # the deep EEG references only a few epochs: they are checked, not converged
     ),
     # The default demo on a laptop CPU: real ViT-B-32, small generated images upsampled for CLIP. A CPU
     # affords about 600 steps instead of the seed's tens of thousands, so the learning rate is 10x the

@@ -117,9 +117,8 @@ def _check_labels(labels, n_classes: int, n: int | None = None, name: str = "lab
     labels = np.asarray(labels)
     if labels.ndim != 1:
         raise ValueError(f"{name} must be 1-D; got shape {labels.shape}")
-    if labels.size and not np.issubdtype(labels.dtype, np.integer):
-        if not np.all(np.equal(np.mod(labels, 1), 0)):
-            raise ValueError(f"{name} must be integer class indices")
+    if labels.size and not np.issubdtype(labels.dtype, np.integer) and not np.all(np.equal(np.mod(labels, 1), 0)):
+        raise ValueError(f"{name} must be integer class indices")
     labels = labels.astype(np.int64)
     if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
         raise ValueError(f"{name} must be in 0..{n_classes - 1}; got range {labels.min()}..{labels.max()}")
@@ -314,7 +313,8 @@ def evaluation_metrics(labels, semantic_scores, judge_scores, baseline_scores, *
                        synthetic: bool, oracle_top1: float | None = None, generated=None, stimuli=None,
                        oracle_label_semantic_scores=None, oracle_label_judge_scores=None,
                        validation: Mapping | None = None, n_permutations: int = 1000, seed: int = 0,
-                       extra: Mapping | None = None, n_classes: int = N_CLASSES, train_labels=None) -> dict:
+                       extra: Mapping | None = None, n_classes: int = N_CLASSES, train_labels=None,
+                       reference_scores: Mapping | None = None) -> dict:
     """The ``metrics.json`` dict for the held-out test events (plain Python types only).
 
     Inputs: true ``labels`` [n]; ``semantic_scores`` (cosines to the 10 stimulus CLIP embeddings),
@@ -327,6 +327,8 @@ def evaluation_metrics(labels, semantic_scores, judge_scores, baseline_scores, *
     ``train_labels`` [n_train] adds the label-blind references: the majority-class classifier (the training
     events' most frequent digit, ``majority_class_top1``) and, for SSIM and pixel correlation, the average
     training digit (``ssim_label_blind``); a wrong digit (``ssim_wrong_digit``) is always added.
+    ``reference_scores`` ({name: [n, 10]}) adds other classifiers of the same test events as scorers, each with
+    ``<name>_top1`` and its interval and p-value (the deep EEG references: ``eegnet``, ``shallow_fbcsp``).
 
     Chance (``chance_top1``, ``chance_top3`` and their 95 % bounds) is computed from the test events' own class
     mix (:func:`helpers.stats.chance_level`), not assumed to be 1 / n_classes.
@@ -344,6 +346,10 @@ def evaluation_metrics(labels, semantic_scores, judge_scores, baseline_scores, *
     if synthetic and oracle_top1 is None:
         raise ValueError("synthetic data: pass oracle_top1 (the Bayes accuracy the generator's parameters allow)")
     scorers = {"semantic": semantic_scores, "judge": judge_scores, "linear_baseline": baseline_scores}
+    for name, sc in (reference_scores or {}).items():
+        if name in scorers:
+            raise ValueError(f"reference scorer {name!r} would replace a built-in one")
+        scorers[name] = sc
     # The plainest real classifier: always the training events' most frequent digit (without train_labels, the
     # test events' own: then it equals chance_top1).
     if train_labels is not None:
@@ -380,9 +386,7 @@ def evaluation_metrics(labels, semantic_scores, judge_scores, baseline_scores, *
             m[f"{name}_top{k}"] = block[f"top{k}"]["value"]
             m[f"{name}_top{k}_ci95"] = [block[f"top{k}"]["ci95_low"], block[f"top{k}"]["ci95_high"]]
             m[f"{name}_top{k}_p_value"] = block[f"permutation_top{k}"]["p_value"]
-    if synthetic:
-        m["oracle_top1"] = float(oracle_top1)
-    elif oracle_top1 is not None:
+    if synthetic or oracle_top1 is not None:
         m["oracle_top1"] = float(oracle_top1)
     if generated is not None:
         if stimuli is None:

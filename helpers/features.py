@@ -64,7 +64,7 @@ Choices, and why:
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -634,7 +634,7 @@ class FeaturePipeline:
         ptp = np.zeros(n, dtype=np.float32)
         short = sizes[idx] < cfg.min_samples
         usable = np.flatnonzero(~short)  # positions in idx; a too-short event keeps a zero row, rejected
-        for start, pos in self._chunks(usable):
+        for _, pos in self._chunks(usable):
             chunk = idx[pos]
             x = self._preprocess(signals[chunk], sizes[chunk])
             ptp[pos] = peak_to_peak(x)
@@ -643,10 +643,25 @@ class FeaturePipeline:
         rejected = short.copy()
         if self.ptp_threshold_uv_ is not None:
             rejected |= ptp > self.ptp_threshold_uv_
-        take = (lambda a: None if a is None else np.asarray(a)[idx].astype(np.int64))
-        return FeatureSet(X=X, indices=idx, rejected=rejected, ptp_uv=ptp,
-                          labels=take(src["codes"]), event_ids=take(src["event_ids"]),
+        codes, ids = (None if a is None else np.asarray(a)[idx].astype(np.int64) for a in (src["codes"], src["event_ids"]))
+        return FeatureSet(X=X, indices=idx, rejected=rejected, ptp_uv=ptp, labels=codes, event_ids=ids,
                           too_short=short if short.any() else None)
+
+    def windows(self, data, idx) -> np.ndarray:
+        """The signal the features start from, before decimation and PCA: band-passed, cropped to ``n_times``,
+        demeaned and standardised per channel with the training statistics (float32 [m, channels, n_times]).
+        The deep EEG references (helpers.eeg_references) read this, so they see what the features see."""
+        self._require_fitted()
+        src = self._source(data)
+        signals, sizes = src["signals"], src["sizes"]
+        if signals.shape[1] != self.n_channels_:
+            raise ValueError(f"fitted on {self.n_channels_} channels, got events with {signals.shape[1]}")
+        idx = _check_index(idx, signals.shape[0], "idx")
+        out = np.zeros((len(idx), signals.shape[1], self.config.n_times), dtype=np.float32)
+        for start, chunk in self._chunks(idx):
+            x = self._preprocess(signals[chunk], sizes[chunk])
+            out[start:start + len(chunk)] = standardise(x, self.channel_mean_, self.channel_std_)
+        return out
 
     # ---- persistence -----------------------------------------------------------------------------
 

@@ -307,7 +307,7 @@ def parse_file(path: str | Path, device: str = "EP", strict: bool = False,
     # while a worker parses the previous block's values (pandas' C parser and numpy, mostly without it).
     pool = None if strict else ThreadPoolExecutor(max_workers=1)
     pending = None
-    fh = open(path, "rb")
+    fh = open(path, "rb")  # noqa: SIM115 - closed in the finally below, which also shuts the worker down
     try:
         while True:
             block = fh.read(_BLOCK_BYTES)

@@ -99,7 +99,7 @@ def expected_clip(config: Config) -> tuple[str, bool]:
     weights = config.clip_weights.strip()
     key = weights.lower()
     cached_digit = cache_paths()[0]
-    digit_clip = (f"digit-CLIP (trained by this project on handwritten digits and fonts; "
+    digit_clip = ("digit-CLIP (trained by this project on handwritten digits and fonts; "
                   + (f"cached: {cached_digit})" if cached_digit.is_file() else
                      f"trained on first use, about two minutes, then cached in {cached_digit.parent})"))
     if key == "untrained":
@@ -248,7 +248,7 @@ def plot_event(events: Any, index: int = 0, spacing_uv: float | None = None):
     spacing = spacing_uv or max(float(np.percentile(np.ptp(x, axis=1), 75)), 1.0)
     fig = _figure(9, 0.4 * len(channels) + 1.2)
     ax = fig.subplots()
-    for i, name in enumerate(channels):
+    for i in range(len(channels)):
         ax.plot(t, x[i] - i * spacing, lw=0.8)
     ax.set_yticks([-i * spacing for i in range(len(channels))], channels)
     ax.set_xlabel("time after stimulus onset (s)")
@@ -370,7 +370,7 @@ def plot_electrode_layout(channels: Sequence[str] | None = None, values: Mapping
         cmap = matplotlib.colormaps["viridis"]
         vals = np.array([float(values[c]) for c in channels])
         lo, hi = float(vals.min()), float(vals.max())
-    for i, name in enumerate(channels):
+    for name in channels:
         x, y = EPOC_POSITIONS[name]
         colour = "#1f77b4"
         if cmap is not None:
@@ -795,6 +795,10 @@ def metrics_table(metrics: Mapping[str, Any]):
         ("judge_top3", "true digit among the judge's 3 best guesses", ref3),
         ("linear_baseline_top1", "shrinkage LDA on the 264 EEG features (no images at all)",
          "what the EEG features carry: the generator's realistic ceiling"),
+        ("eegnet_top1", "braindecode's EEGNet on the same events' 1-s signal (before decimation and PCA)",
+         "does a deep EEG network find more than the features keep?"),
+        ("shallow_fbcsp_top1", "braindecode's ShallowFBCSPNet (band power) on the same events' signal",
+         "the same question, for a band-power reader"),
         ("majority_class_top1", "always the most frequent digit of the training events (no EEG at all)", ref1),
         ("oracle_label_judge_top1", "the same generator fed the TRUE class (judge reads it)",
          "upper bound: what perfect EEG decoding would give"),

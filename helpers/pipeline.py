@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from helpers.config import UNTRAINED_CLIP_NOTE, Config, dataset_dir, make_config, results_dir
+from helpers.eeg_references import REFERENCE_LABELS, train_references
 
 
 @dataclass
@@ -261,6 +262,9 @@ def evaluate_trainer(trainer, prepared: PreparedData, semantic: SemanticSetup, o
     oracle_images = oracle_label_images(trainer, class_mean_latents(trainer, prepared), test.labels)
     oracle_scores = score_generated(oracle_images, judge=judge, clip=clip, stimulus_embeddings=emb)
     baseline_val = prepared.baseline.val_top1
+    references = {}
+    if trainer.config.reference_epochs > 0:
+        references = train_references(prepared, trainer.config.reference_epochs, seed=trainer.config.seed)
     metrics = evaluation_metrics(
         test.labels, scores["semantic_scores"], scores["judge_scores"], prepared.baseline.scores,
         clip_semantic=bool(clip.trained), synthetic=prepared.synthetic, oracle_top1=prepared.loaded.oracle_top1,
@@ -270,7 +274,9 @@ def evaluate_trainer(trainer, prepared: PreparedData, semantic: SemanticSetup, o
         validation={"labels": val.labels, **val_scores,
                     "linear_baseline_top1": None if baseline_val is None else baseline_val.value},
         n_permutations=n_permutations, seed=trainer.config.seed, train_labels=prepared.train.labels,
+        reference_scores={name: r.scores for name, r in references.items()},
         extra={
+            "eeg_references": {name: r.to_dict() for name, r in references.items()},
             "profile": trainer.config.profile,
             "data_source": str(prepared.loaded.source),
             "epochs_trained": int(trainer.epoch),
@@ -307,6 +313,7 @@ def evaluate_trainer(trainer, prepared: PreparedData, semantic: SemanticSetup, o
         sc = metrics["scorers"]
         viz.accuracy_bars({"generator (judge)": sc["judge"]["top1"], "generator (CLIP)": sc["semantic"]["top1"],
                            "linear EEG baseline": sc["linear_baseline"]["top1"],
+                           **{REFERENCE_LABELS[name]: sc[name]["top1"] for name in references},
                            "majority class (label-blind)": sc["majority_class"]["top1"],
                            "oracle label (judge)": sc["oracle_label_judge"]["top1"]},
                           chance=metrics["chance_top1"], chance_upper95=metrics["chance_top1_upper95"], **flags)
@@ -317,8 +324,9 @@ def evaluate_trainer(trainer, prepared: PreparedData, semantic: SemanticSetup, o
         import matplotlib.pyplot as plt
 
         plt.close("all")
+    refs = "".join(f", {name} {metrics[name + '_top1']:.3f}" for name in references)
     log(f"test events {metrics['n_test_events']}: judge top-1 {metrics['judge_top1']:.3f}, semantic top-1 "
-        f"{metrics['semantic_top1']:.3f}, linear baseline {metrics['linear_baseline_top1']:.3f}, majority class "
+        f"{metrics['semantic_top1']:.3f}, linear baseline {metrics['linear_baseline_top1']:.3f}{refs}, majority class "
         f"{metrics['majority_class_top1']:.3f}, chance {metrics['chance_top1']:.3f} from the test events' class mix "
         f"(95% bound {metrics['chance_top1_upper95']:.3f})"
         + ("" if clip.trained else f"  [{UNTRAINED_CLIP_NOTE}]"))

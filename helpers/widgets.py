@@ -18,12 +18,15 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import numpy as np
 
 from helpers.config import UNTRAINED_CLIP_NOTE
 from helpers.losses import WEIGHT_NAMES, loss_weights
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 # Slider ranges: (min, max, step). The seed's defaults (1 / 10 / 1 / 5, label term 0 or 1; docs/DESIGN.md#configuration)
 # sit inside.

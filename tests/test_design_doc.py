@@ -42,8 +42,11 @@ OLD_STYLE = {
 
 # The metrics.json keys of the original contract: docs/DESIGN.md must list exactly these as "contract".
 ORIGINAL_CONTRACT = {"n_test_events", "semantic_top1", "semantic_top3", "judge_top1", "judge_top3",
-                     "linear_baseline_top1", "chance_top1", "chance_top1_upper95", "clip_semantic", "oracle_top1"}
-SCORERS = ("semantic", "judge", "linear_baseline", "majority_class", "oracle_label_semantic", "oracle_label_judge")
+                     "linear_baseline_top1", "chance_top1", "chance_top1_upper95", "clip_semantic", "oracle_top1",
+                     # the deep EEG references, a contract since they were added (helpers.eeg_references)
+                     "eegnet_top1", "shallow_fbcsp_top1"}
+SCORERS = ("semantic", "judge", "linear_baseline", "majority_class", "oracle_label_semantic", "oracle_label_judge",
+           "eegnet", "shallow_fbcsp")
 
 
 # ------------------------------------------------------------------------------------------------ parsing
@@ -196,7 +199,8 @@ def full_metrics():
         generated=to_tensor(stimuli)[labels], stimuli=stimuli, oracle_label_semantic_scores=one_hot,
         oracle_label_judge_scores=one_hot, validation={"labels": labels[:20], "judge_scores": one_hot[:20],
                                                        "semantic_scores": one_hot[:20]},
-        n_permutations=20, train_labels=np.repeat(np.arange(10), 5))
+        n_permutations=20, train_labels=np.repeat(np.arange(10), 5),
+        reference_scores={"eegnet": one_hot, "shallow_fbcsp": wrong})
 
 
 def test_metrics_contract_keys_are_the_original_ones():

@@ -29,7 +29,8 @@ def test_no_accuracy_rises_above_its_chance_band_on_unbalanced_no_signal_data(tm
     assert m["chance_top3"] == pytest.approx(np.sort(shares)[::-1][:3].sum())
     assert m["uniform_chance_top1"] == pytest.approx(0.1)
     accuracies = [k for k in m if k.endswith(("_top1", "_top3")) and not k.startswith(("chance", "uniform", "oracle"))]
-    assert {"judge_top1", "semantic_top1", "linear_baseline_top1", "majority_class_top1"} <= set(accuracies)
+    assert {"judge_top1", "semantic_top1", "linear_baseline_top1", "majority_class_top1", "eegnet_top1",
+            "shallow_fbcsp_top1"} <= set(accuracies)
     for key in accuracies:
         bound = m["chance_top1_upper95"] if key.endswith("top1") else m["chance_top3_upper95"]
         assert m[key] <= bound, f"{key} = {m[key]:.3f} above the chance band {bound:.3f} of this class mix"

@@ -18,12 +18,13 @@ def _split_req(req: str) -> tuple[str, str]:
 
 
 def _pyproject_requirements() -> dict[str, str]:
-    data = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    return dict(_split_req(r) for r in data["project"]["dependencies"])
+    data = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = [r for reqs in data.get("optional-dependencies", {}).values() for r in reqs]
+    return dict(_split_req(r) for r in data["dependencies"] + extras)
 
 
 def _environment_requirements() -> dict[str, str]:
-    # PyYAML arrives with JupyterLab (jupyter_events), so it is always in our environment.
+    # PyYAML is in the test extra (`make test` installs it).
     import yaml
 
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
@@ -63,3 +64,10 @@ def test_core_modules_are_present():
     # The modules the design names (docs/DESIGN.md#module-map); the import test above covers whatever else exists.
     for name in ("config", "stats", "cli"):
         assert name in MODULES
+
+
+def test_runtime_needs_no_test_tools():
+    """pytest, nbval and JupyterLab are for developing the package, not for using it."""
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    names = {_split_req(r)[0] for r in deps}
+    assert not names & {"pytest", "nbval", "jupyterlab", "seaborn"}, names

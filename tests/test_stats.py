@@ -1,6 +1,5 @@
 import numpy as np
 import pytest
-from scipy import stats as st
 
 from helpers.stats import (accuracy_report, chance_interval, chance_level, chance_upper95, class_shares,
                            clopper_pearson, majority_class_scores, permutation_test, topk_accuracy)

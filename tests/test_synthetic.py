@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -42,7 +43,7 @@ def test_parses_cleanly_with_expected_ranges(small):
     path, spec, info = small
     events, rep = mbd.parse_file(path)
     assert rep.events_valid == rep.events_total == 300 and rep.events_skipped == {}
-    assert 250 <= events.sizes.min() and events.sizes.max() <= 270 and len(np.unique(events.sizes)) > 5
+    assert events.sizes.min() >= 250 and events.sizes.max() <= 270 and len(np.unique(events.sizes)) > 5
     assert np.all(np.diff(events.event_ids) > 0)  # time order, with gaps like the real file
     assert (np.diff(events.event_ids) > 1).any()
     n_random = int((events.codes == -1).sum())
@@ -50,7 +51,7 @@ def test_parses_cleanly_with_expected_ranges(small):
     assert set(np.unique(events.codes[events.codes >= 0])) == set(range(10))
     # DC offsets 4000-4500 uV, EEG-sized fluctuations around them.
     dc = np.array([events.signals[i, :, :events.sizes[i]].mean(axis=1) for i in range(50)])
-    assert 3900 < dc.min() and dc.max() < 4600
+    assert dc.min() > 3900 and dc.max() < 4600
     detrended = events.signals[:, :, :250] - events.signals[:, :, :250].mean(axis=2, keepdims=True)
     assert 5 < detrended.std() < 60
 
@@ -60,7 +61,7 @@ def test_deterministic_and_seed_dependent(tmp_path):
     a = syn.write_synthetic(tmp_path / "a.txt", syn.SyntheticSpec(n_events=40, seed=1))
     b = syn.write_synthetic(tmp_path / "b.txt", syn.SyntheticSpec(n_events=40, seed=1))
     c = syn.write_synthetic(tmp_path / "c.txt", syn.SyntheticSpec(n_events=40, seed=4, class_strength=0.0))
-    digest = lambda p: hashlib.sha1(open(p, "rb").read()).hexdigest()  # noqa: E731
+    digest = lambda p: hashlib.sha1(Path(p).read_bytes()).hexdigest()  # noqa: E731
     assert digest(a.path) == digest(b.path) != digest(c.path)
     assert syn.read_info(a.path).oracle_top1 == a.oracle_top1
 
