@@ -128,9 +128,9 @@ class Config:
         return cls(**d)
 
     def save(self, path: str | Path) -> None:
-        from helpers.evaluate import write_json_atomic  # one atomic JSON writer for the project
+        from helpers.atomic import write_text_atomic  # the project's one atomic writer (plain values: no to_plain)
 
-        write_json_atomic(path, self.to_dict())
+        write_text_atomic(path, json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n")
 
     @classmethod
     def load(cls, path: str | Path) -> "Config":

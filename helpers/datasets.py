@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from helpers.config import dataset_dir, make_config
+from helpers.config import Config, dataset_dir
 from helpers.mindbigdata import Events, ParseReport, load_cache, prepare
 from helpers.synthetic import SyntheticSpec, read_info, write_synthetic
 
@@ -63,13 +63,15 @@ def load_dataset(data_path: str | Path | None = None, *, n_events: int | None = 
 
     data_path: a MindBigData text file (cached as ``.npz`` next to it) or a cache ``.npz``; None means
       ``dataset/EP1.01.txt`` if present, else the synthetic default.
-    n_events: synthetic size (default: the active profile's ``synthetic_events``); for real data,
-      keep only the first ``n_events`` events in time order (None = all).
-    strength: synthetic class strength (default: the profile's ``synthetic_strength``).
+    n_events: synthetic size (default: ``Config.synthetic_events``); for real data, keep only the first
+      ``n_events`` events in time order (None = all).
+    strength: synthetic class strength (default: ``Config.synthetic_strength``).
+    Profiles are read at the edge (CLI, notebook status cell) and passed down as these values: this function
+    never reads ``EEG2IMG_PROFILE``.
     synthetic_only: use the synthetic generator even when ``dataset/EP1.01.txt`` exists (demonstrations
       whose point depends on a known generating process, e.g. the leakage demo's session blocks).
     """
-    cfg = make_config()
+    cfg = Config()  # the field defaults only; the caller passes its profile's values
     if synthetic_only and data_path is not None:
         raise ValueError("synthetic_only=True generates its own file: leave data_path as None")
     if data_path is None and not synthetic_only and (dataset_dir() / REAL_FILE).is_file():

@@ -76,7 +76,7 @@ def write_json_atomic(path: str | os.PathLike, obj: Any, indent: int = 2) -> Pat
     replaced once the new one is complete and flushed: a crash at any point leaves the previous
     file intact and no temporary file behind.
     """
-    from .checkpoint import write_text_atomic
+    from helpers.atomic import write_text_atomic
 
     text = json.dumps(to_plain(obj), indent=indent, allow_nan=False) + "\n"
     return write_text_atomic(path, text)

@@ -23,7 +23,6 @@ import json
 import math
 import numbers
 import os
-import signal
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -43,8 +42,6 @@ CHECKPOINT_NAME = "last.pt"
 # The checkpoint before last.pt, kept at each save: if last.pt is later found damaged (a flipped byte, a cut
 # copy), --resume falls back to it and says so instead of losing the run.
 PREVIOUS_CHECKPOINT_NAME = "previous.pt"
-# Fault injection for the resume test: SIGKILL this process at this global step (never set by users).
-_KILL_ENV = "EEG2IMG_TEST_KILL_AT_STEP"
 # Per-epoch validation uses at most this many events for the CLIP-based numbers (CPU time).
 VAL_MAX_EVENTS = 128
 
@@ -228,13 +225,10 @@ class Trainer:
             batches = batches[:-1]
         for m in (self.encoder, self.generator, self.discriminator):
             m.train()
-        kill_at = int(os.environ.get(_KILL_ENV, "0") or 0)
         sums: dict[str, float] = {}
         n_seen = 0
         bar = _progress(batches, progress, desc=f"epoch {self.epoch + 1}/{c.epochs}")
         for idx in bar:
-            if kill_at and self.step + 1 == kill_at:
-                os.kill(os.getpid(), signal.SIGKILL)
             terms = self.train_step(data.x[idx], data.y[idx])
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + v * len(idx)

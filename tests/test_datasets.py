@@ -33,9 +33,11 @@ def test_synthetic_default_is_loud_cached_and_reused(data_dir, capsys):
     assert again.oracle_top1 == first.oracle_top1
 
 
-def test_profile_sets_the_default_size(data_dir):
+def test_sizes_come_from_the_caller_not_from_the_profile_variable(data_dir, monkeypatch):
+    # Configuration is read at the edge: a bad EEG2IMG_PROFILE cannot break a loader given its values.
+    monkeypatch.setenv("EEG2IMG_PROFILE", "no-such-profile")
     with pytest.warns(datasets.SyntheticDataWarning):
-        loaded = datasets.load_dataset(strength=0.0, seed=2, verbose=False)  # ci profile: 600 events
+        loaded = datasets.load_dataset(n_events=600, strength=0.0, seed=2, verbose=False)
     assert len(loaded.events) == 600 and loaded.oracle_top1 == 0.1
     assert "chance is 0.100" in datasets.describe(loaded)
 
