@@ -24,15 +24,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     ins = sub.add_parser("inspect", help="parse a MindBigData file and report what it holds and what was skipped")
-    ins.add_argument("path")
-    ins.add_argument("--device", default="EP", help="EP (default), MW, MU or IN")
+    ins.add_argument("path", help="MindBigData text, the same inside a .zip, or the Hugging Face CSV")
+    ins.add_argument("--device", default=None, help="EP, MW, MU or IN (default: the device the file's lines name)")
     ins.add_argument("--strict", action="store_true", help="stop at the first bad line, naming it")
     ins.add_argument("--json", action="store_true", help="print one JSON object")
 
     pre = sub.add_parser("prepare", help="parse once and write an .npz cache (reused while the file is unchanged)")
     pre.add_argument("path")
     pre.add_argument("--out", required=True, help="cache file, e.g. dataset/EP1.01.npz")
-    pre.add_argument("--device", default="EP")
+    pre.add_argument("--device", default=None, help="EP, MW, MU or IN (default: detected from the file)")
     pre.add_argument("--strict", action="store_true")
 
     run = sub.add_parser("run", help="prepare -> features -> split -> train -> evaluate -> figures")

@@ -31,6 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from helpers import readers
+
 
 @dataclass(frozen=True)
 class DeviceSpec:
@@ -135,6 +137,7 @@ class ParseReport:
     skipped_examples: list[dict] = field(default_factory=list)
     unreadable_examples: list[dict] = field(default_factory=list)
     seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)  # what the format cannot tell (helpers.readers.HF_NOTES)
 
     def to_dict(self) -> dict[str, Any]:
         d = dict(self.__dict__)
@@ -165,6 +168,10 @@ class ParseReport:
             out.append(f"  e.g. line {ex['line']}, event {ex['event']}: {ex['reason']} {ex.get('detail', '')}".rstrip())
         for ex in self.unreadable_examples[:3]:
             out.append(f"  e.g. unreadable line {ex['line']}: {ex['detail']}")
+        if self.events_valid == 0 and self.other_devices:
+            out.append(f"no {self.device} events, but lines of " + ", ".join(
+                f"{k} ({v})" for k, v in self.other_devices.items()) + ": pass that --device (or none, to detect it)")
+        out += [f"note: {n}" for n in self.notes]
         return "\n".join(out)
 
 
@@ -267,21 +274,35 @@ def _auto_progress(total: int) -> bool:
     return total >= _PROGRESS_MIN_BYTES and sys.stderr.isatty()
 
 
-def parse_file(path: str | Path, device: str = "EP", strict: bool = False,
+def parse_file(path: str | Path, device: str | None = None, strict: bool = False,
                progress: bool | None = None) -> tuple[Events, ParseReport]:
-    """Parse a MindBigData text file into events of one device.
+    """Parse a MindBigData file into events of one device: the text format, the same inside a ``.zip`` (streamed),
+    or the Hugging Face CSV, chosen by content (helpers.readers).
 
+    ``device``: EP, MW, MU or IN; None = the device the file's own lines name (a file that mixes devices is
+    refused with the list of what it holds). A spreadsheet export is refused in one line that says so.
     Lenient (default): a bad event is skipped and counted under the reason of its first bad line.
     Strict: raise :class:`MindBigDataError` at the first bad line (missing channels can only be known
     at the end of the file, so they are raised after the whole file was read).
     ``progress``: None = a tqdm bar for big files on a terminal, never under CI.
     """
     t0 = time.perf_counter()
-    spec = get_device(device)
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no such file: {path}")
-    total_bytes = path.stat().st_size
+    if device is not None:
+        get_device(device)  # an unknown name is refused before the file is opened
+    head = readers.read_head(path)
+    kind = readers.sniff(head)
+    if kind == "spreadsheet":
+        raise readers.DataFormatError(readers.spreadsheet_message(path, head))
+    if kind == "hf_csv":
+        return readers.parse_hf_csv(path, DEVICES, ParseReport, Events, device)
+    spec = get_device(device or readers.detect_device(path, head, DEVICES))
+    with readers.open_stream(path) as (fh, total_bytes, desc):
+        return _parse_stream(fh, total_bytes, desc, spec, strict, progress, t0)
+
+
+def _parse_stream(fh, total_bytes: int, path: str, spec: DeviceSpec, strict: bool, progress: bool | None,
+                  t0: float) -> tuple[Events, ParseReport]:
+    """The text parser over an open binary stream (a file, or a zip member); ``path`` names it in messages."""
     c = len(spec.channels)
     full_mask = (1 << c) - 1
     chan_index = {name.encode(): i for i, name in enumerate(spec.channels)}
@@ -299,7 +320,7 @@ def parse_file(path: str | Path, device: str = "EP", strict: bool = False,
     bar = None
     if progress or (progress is None and _auto_progress(total_bytes)):
         from tqdm.auto import tqdm
-        bar = tqdm(total=total_bytes, unit="B", unit_scale=True, desc=f"parsing {path.name}")
+        bar = tqdm(total=total_bytes, unit="B", unit_scale=True, desc=f"parsing {Path(path).name}")
 
     lineno = 0
     slots_hint = 0
@@ -307,7 +328,6 @@ def parse_file(path: str | Path, device: str = "EP", strict: bool = False,
     # while a worker parses the previous block's values (pandas' C parser and numpy, mostly without it).
     pool = None if strict else ThreadPoolExecutor(max_workers=1)
     pending = None
-    fh = open(path, "rb")  # noqa: SIM115 - closed in the finally below, which also shuts the worker down
     try:
         while True:
             block = fh.read(_BLOCK_BYTES)
@@ -437,7 +457,6 @@ def parse_file(path: str | Path, device: str = "EP", strict: bool = False,
         if pending is not None:
             pending.result()
     finally:
-        fh.close()
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
     if bar is not None:
@@ -620,7 +639,7 @@ def load_cache(path: str | Path, *, with_report: bool = False):
     return events
 
 
-def prepare(path: str | Path, out: str | Path, device: str = "EP", strict: bool = False,
+def prepare(path: str | Path, out: str | Path, device: str | None = None, strict: bool = False,
             progress: bool | None = None) -> tuple[Events, ParseReport, bool]:
     """Parse ``path`` once and cache it at ``out``; reuse the cache while the source is unchanged.
 

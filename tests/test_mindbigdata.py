@@ -132,7 +132,7 @@ def test_tolerated_layout_and_every_line_accounted(tmp_path):
     lines = [x for pair in zip(a, b) for x in pair] + ["", mw, "   "] + c[::-1] + mu
     lines = [ln + "  " if i % 3 == 0 else ln for i, ln in enumerate(lines)]
     path = write(tmp_path, lines, newline="\r\n")
-    events, rep = mbd.parse_file(path)
+    events, rep = mbd.parse_file(path, device="EP")  # a mixed file: the device is named
     assert events.event_ids.tolist() == [11, 12, 10]  # file order of first appearance
     assert events.codes.tolist() == [1, 2, 3]
     assert rep.events_valid == rep.events_total == 3 and rep.events_skipped == {}
@@ -340,9 +340,14 @@ def test_cli_prepare_writes_then_reuses(tmp_path):
 def test_empty_and_foreign_files_give_zero_events(tmp_path):
     empty = tmp_path / "empty.txt"
     empty.write_bytes(b"")
-    events, rep = mbd.parse_file(empty)
+    events, rep = mbd.parse_file(empty, device="EP")
     assert events.signals.shape == (0, 14, 0) and rep.lines_total == 0 and rep.events_total == 0
+    with pytest.raises(ValueError, match="no MindBigData lines"):  # nothing to detect a device from
+        mbd.parse_file(empty)
     foreign = write(tmp_path, ["1\t1\tMW\tFP1\t3\t2\t1.0,2.0", ""], "mw.txt")
-    events, rep, _ = mbd.prepare(foreign, tmp_path / "mw.npz")
+    events, rep, _ = mbd.prepare(foreign, tmp_path / "mw.npz", device="EP")
     assert len(events) == 0 and rep.lines_other_device == 1 and rep.lines_blank == 1
+    assert "no EP events, but lines of MW (1)" in rep.summary()
     assert mbd.load_cache(tmp_path / "mw.npz").signals.shape == (0, 14, 0)
+    events, rep = mbd.parse_file(foreign)  # without --device: detected from the line itself
+    assert rep.device == "MW" and len(events) == 1 and events.channels == ("FP1",)
