@@ -104,7 +104,7 @@ class Config:
     # Runtime.
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
-    mixed_precision: bool = False  # CUDA only; CLIP always stays float32
+    mixed_precision: bool = False  # bfloat16 autocast on CPU or CUDA (float16 + scaler without bf16); CLIP stays fp32
     num_workers: int = 0
     profile: str = DEFAULT_PROFILE
 

@@ -88,12 +88,6 @@ class Recipe:
     # the generator's training views (helpers.semantic.random_views) shift and rotate about that much.
     augment: float = 0.75
     threads: int = 1  # fixed, so that a rerun on the same machine gives the same weights
-    # Adversarial training (FGSM with a random start, Wong et al. 2020): this share of each batch is replaced by
-    # its worst case within +-adversarial_eps per pixel and colour channel ([-1, 1] units), the bound growing
-    # linearly from 0 over the first half of training (at full strength from the start, eps 0.25 never learned:
-    # zero-shot accuracy stayed at chance for 500 steps). 0 = off.
-    adversarial_eps: float = 0.0
-    adversarial_share: float = 0.5
     min_stimuli_correct: int = 10  # out of 10, at both 64 px and 32 px (the ci generator's size, upsampled)
 
     def to_dict(self) -> dict:
@@ -230,34 +224,6 @@ def augment(variants: torch.Tensor, gen: torch.Generator, strength: float = 1.0)
     return (1.0 - 2.0 * x.clamp(0, 1)).expand(-1, 3, -1, -1)
 
 
-def adversarial_images(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, captions: torch.Tensor,
-                       caption_digits: torch.Tensor, normalise, eps: float, share: float,
-                       gen: torch.Generator) -> torch.Tensor:
-    """``images`` with the first ``share`` of the batch moved, within +-``eps`` per pixel and colour channel, to
-    raise the contrastive loss (one signed-gradient step from a random start).
-
-    Why: a generator trained against digit-CLIP looks for exactly such inputs (colour strokes that CLIP reads as a
-    digit and a person does not). A model trained on its own worst cases is harder to fool, and its image
-    gradient is more aligned with what people see (Santurkar et al. 2019).
-    """
-    n = int(round(share * len(images)))
-    if n == 0 or eps <= 0:
-        return images
-    x = images[:n]
-    delta = (torch.rand(x.shape, generator=gen) * 2 - 1) * eps
-    delta.requires_grad_(True)
-    was_training = model.training
-    model.eval()  # the attack does not move dropout or normalisation statistics
-    with torch.no_grad():
-        text = F.normalize(model.encode_text(captions), dim=-1)
-    emb = F.normalize(model.encode_image(normalise((x + delta).clamp(-1, 1))), dim=-1)
-    loss = digit_contrastive_loss(emb, text, labels[:n], caption_digits, model.logit_scale.exp().detach())
-    grad, = torch.autograd.grad(loss, delta)
-    model.train(was_training)
-    delta = (delta.detach() + 1.25 * eps * grad.sign()).clamp(-eps, eps)
-    return torch.cat([(x + delta).clamp(-1, 1), images[n:]])
-
-
 def _normaliser(model: nn.Module):
     pp = open_clip.get_model_preprocess_cfg(model)
     mean, std = (torch.tensor(pp[k], dtype=torch.float32).view(1, 3, 1, 1) for k in ("mean", "std"))
@@ -348,17 +314,12 @@ def train(recipe: Recipe = FULL_RECIPE, progress: bool | None = None) -> tuple[n
             bar = tqdm(range(recipe.steps), desc="training digit-CLIP", disable=not progress, leave=False)
             model.train()
             train_acc = 0.1  # running mean of the zero-shot accuracy on the training batches
-            for step in bar:
+            for _ in bar:
                 # Half handwriting, half fonts, contrasted with all 130 captions (13 templates x 10 digits).
                 i = torch.randint(0, len(hw), (half,), generator=gen)
                 j = torch.randint(0, len(fonts), (recipe.batch_size - half,), generator=gen)
                 ink, labels = torch.cat([hw[i], fonts[j]]), torch.cat([hw_y[i], fonts_y[j]])
-                images = augment(ink, gen, recipe.augment)
-                if recipe.adversarial_eps > 0:
-                    eps = recipe.adversarial_eps * min(1.0, step / (0.5 * recipe.steps))
-                    images = adversarial_images(model, images, labels, all_captions, caption_digits, normalise,
-                                                eps, recipe.adversarial_share, gen)
-                img_emb, txt_emb, scale = model(normalise(images), all_captions)[:3]
+                img_emb, txt_emb, scale = model(normalise(augment(ink, gen, recipe.augment)), all_captions)[:3]
                 loss = digit_contrastive_loss(img_emb, txt_emb, labels, caption_digits, scale)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()

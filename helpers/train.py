@@ -124,7 +124,15 @@ class Trainer:
         self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=c.learning_rate, betas=betas)
         self.epoch = 0  # epochs completed
         self.step = 0  # optimiser steps completed
-        self.amp_dtype = torch.bfloat16 if (c.mixed_precision and self.device.type == "cuda") else None
+        # Mixed precision: bfloat16 autocast on CPU and on GPUs that have it (no loss scaling needed: bf16 has
+        # float32's range); float16 with a gradient scaler on older GPUs. CLIP always runs in float32
+        # (FrozenClip switches autocast off), and the networks' weights and optimiser state stay float32.
+        self.amp_dtype, self.scaler = None, None
+        if c.mixed_precision:
+            if self.device.type == "cuda" and not torch.cuda.is_bf16_supported():
+                self.amp_dtype, self.scaler = torch.float16, torch.amp.GradScaler("cuda")
+            else:
+                self.amp_dtype = torch.bfloat16
         if self.out_dir is not None:
             self.out_dir = Path(self.out_dir)
 
@@ -173,8 +181,7 @@ class Trainer:
             with self._autocast():
                 d_loss = discriminator_loss(self.discriminator(real), self.discriminator(fake.detach()))
             self._check_finite({"disc": d_loss})
-            d_loss.backward()
-            self.opt_d.step()
+            self._backward_step(d_loss, self.opt_d)
             d_loss_value = float(d_loss.detach())
         else:
             weights["lambda_adv"] = 0.0
@@ -201,10 +208,19 @@ class Trainer:
                                         target_emb, weights, class_logits=logits, labels=y)
         # A term left out (weight 0) is logged as NaN on purpose; only the weighted ones must be finite.
         self._check_finite({k: v for k, v in terms.items() if k == "total" or weights[f"lambda_{k}"] > 0})
-        total.backward()
-        self.opt_g.step()
+        self._backward_step(total, self.opt_g)
+        if self.scaler is not None:
+            self.scaler.update()
         self.step += 1
         return {**terms, "disc": d_loss_value}
+
+    def _backward_step(self, loss: torch.Tensor, opt: torch.optim.Optimizer) -> None:
+        if self.scaler is None:
+            loss.backward()
+            opt.step()
+        else:  # float16: scale the loss so small gradients survive; skipped (and the scale lowered) on overflow
+            self.scaler.scale(loss).backward()
+            self.scaler.step(opt)
 
     def _check_finite(self, terms: dict) -> None:
         for name, value in terms.items():

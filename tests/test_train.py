@@ -1,5 +1,6 @@
 """The training loop: repeatable, resumable after a hard kill, loud on divergence, CLIP untouched."""
 import json
+import math
 import os
 import subprocess
 import sys
@@ -168,8 +169,9 @@ def test_clip_batch_sends_a_subset_through_clip(clip_and_stimuli):
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in tr.generator.parameters())
 
 
-def test_nan_loss_stops_with_term_and_step_and_keeps_last_good_checkpoint(clip_and_stimuli, tmp_path):
-    tr = make_trainer(clip_and_stimuli, out_dir=tmp_path, epochs=1)
+@pytest.mark.parametrize("mixed_precision", [False, True])
+def test_nan_loss_stops_with_term_and_step_and_keeps_last_good_checkpoint(clip_and_stimuli, tmp_path, mixed_precision):
+    tr = make_trainer(clip_and_stimuli, out_dir=tmp_path, epochs=1, mixed_precision=mixed_precision)
     tr.fit(toy_data(32), progress=False)
     good = (tmp_path / "models" / "last.pt").read_bytes()
     bad = toy_data(32)
@@ -337,3 +339,30 @@ def test_no_discriminator_update_at_all_when_lambda_adv_is_zero(clip_and_stimuli
     assert np.isnan(hist[0]["train_adv"]) and np.isnan(hist[0]["train_disc"])
     assert np.isfinite(hist[0]["train_total"])
 
+
+
+def test_mixed_precision_on_cpu_trains_in_bfloat16_and_keeps_clip_and_weights_float32(clip_and_stimuli):
+    """bf16 autocast on CPU: the first step's loss terms agree with float32 within bf16's precision, weights and
+    CLIP embeddings stay float32, and a few steps keep every term finite."""
+    data = toy_data(64)
+    x, y = data.x[:16], data.y[:16]
+    torch.manual_seed(0)
+    fp32 = make_trainer(clip_and_stimuli, adv_warmup_epochs=0)
+    torch.manual_seed(0)
+    bf16 = make_trainer(clip_and_stimuli, adv_warmup_epochs=0, mixed_precision=True)
+    assert bf16.amp_dtype == torch.bfloat16 and bf16.scaler is None and fp32.amp_dtype is None
+    seen = []
+    encode = bf16.clip.encode_images
+    bf16.clip.encode_images = lambda im: seen.append(encode(im)) or seen[-1]
+    torch.manual_seed(1)
+    a = fp32.train_step(x, y)
+    torch.manual_seed(1)
+    b = bf16.train_step(x, y)
+    bf16.clip.encode_images = encode
+    for k in ("rec", "kl", "clip", "adv", "disc"):
+        assert b[k] == pytest.approx(a[k], rel=0.05, abs=0.02), f"{k}: fp32 {a[k]:.4f} vs bf16 {b[k]:.4f}"
+    assert any(b[k] != a[k] for k in ("rec", "kl", "adv")), "autocast changed nothing: not in bf16?"
+    assert seen and all(e.dtype == torch.float32 for e in seen)
+    assert all(p.dtype == torch.float32 for p in bf16.generator.parameters())
+    for _ in range(3):
+        assert all(math.isfinite(v) for v in bf16.train_step(x, y).values() if v == v)
