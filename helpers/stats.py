@@ -26,9 +26,9 @@ def top_k_classes(scores: np.ndarray, k: int) -> np.ndarray:
 
 def confusion_counts(pred: np.ndarray, labels: np.ndarray, n_classes: int) -> np.ndarray:
     """Counts ``[true, predicted]``, ``int64 [C, C]``, for integer classes already known to be in 0..C-1."""
-    cm = np.zeros((n_classes, n_classes), dtype=np.int64)
-    np.add.at(cm, (np.asarray(labels), np.asarray(pred)), 1)
-    return cm
+    from sklearn.metrics import confusion_matrix
+
+    return confusion_matrix(np.asarray(labels), np.asarray(pred), labels=np.arange(n_classes)).astype(np.int64)
 
 
 def topk_correct(scores: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
@@ -142,13 +142,18 @@ def permutation_test(scores: np.ndarray, labels: np.ndarray, k: int = 1, n_permu
 
     Shuffling keeps the test events' own class mix, so the null already reflects unbalanced classes (a scorer
     that always names the majority class is at the null's centre, not above it). Returns the observed accuracy,
-    the null mean and 95th percentile, and the p-value (with the +1 correction, so it is never 0).
+    the null mean and 95th percentile, and the p-value (SciPy's ``permutation_test``: one-sided, with the +1
+    correction of a randomised test, so it is never 0; exact when n! is at most ``n_permutations``).
     """
-    rng = np.random.default_rng(seed)
     labels = np.asarray(labels)
-    observed = topk_accuracy(scores, labels, k)
-    null = np.array([topk_accuracy(scores, rng.permutation(labels), k) for _ in range(n_permutations)])
-    p = (1 + int((null >= observed).sum())) / (n_permutations + 1)
-    return {"observed": float(observed), "null_mean": float(null.mean()),
-            "null_q95": float(np.quantile(null, 0.95)), "p_value": float(p),
+    hits = top_k_classes(np.asarray(scores), k)  # computed once; each permutation only reorders the labels
+
+    def accuracy(lab, axis=-1):  # vectorised over a batch of permuted label vectors [..., n]
+        return (hits == np.asarray(lab)[..., None]).any(-1).mean(axis=axis)
+
+    res = _st.permutation_test((labels,), accuracy, permutation_type="pairings", n_resamples=n_permutations,
+                               alternative="greater", vectorized=True, rng=np.random.default_rng(seed))
+    null = np.asarray(res.null_distribution)
+    return {"observed": float(res.statistic), "null_mean": float(null.mean()),
+            "null_q95": float(np.quantile(null, 0.95)), "p_value": float(res.pvalue),
             "n_permutations": int(n_permutations), "k": int(k)}
