@@ -151,6 +151,11 @@ class Trainer:
         views = c.clip_views
         if isinstance(views, bool) or not isinstance(views, numbers.Integral) or views < 0:
             raise ValueError(f"clip_views must be an int >= 0 (0 or 1 = the plain CLIP loss), got {views!r}")
+        if c.lambda_clip > 0 and 0 < c.clip_batch < c.batch_size and c.lambda_rec == 0 and c.lambda_adv == 0:
+            warnings.warn(f"clip_batch={c.clip_batch} with CLIP as the only image term: the other "
+                          f"{c.batch_size - c.clip_batch} samples of each batch get no image gradient at all (measured: "
+                          f"judge top-1 at chance). Set clip_batch=0 (docs/DESIGN.md#clip-alone-what-limits-it-measured).",
+                          stacklevel=4)
         if warmup > 0 and c.lambda_adv > 0 and warmup >= c.epochs:
             warnings.warn(f"adv_warmup_epochs={warmup} >= epochs={c.epochs}: the adversarial term (lambda_adv="
                           f"{c.lambda_adv:g}) is never switched on in this run.", stacklevel=4)

@@ -366,3 +366,13 @@ def test_mixed_precision_on_cpu_trains_in_bfloat16_and_keeps_clip_and_weights_fl
     assert all(p.dtype == torch.float32 for p in bf16.generator.parameters())
     for _ in range(3):
         assert all(math.isfinite(v) for v in bf16.train_step(x, y).values() if v == v)
+
+
+def test_a_partial_clip_batch_is_flagged_when_clip_is_the_only_image_term(clip_and_stimuli):
+    with pytest.warns(UserWarning, match="no image gradient"):
+        make_trainer(clip_and_stimuli, clip_batch=4, lambda_rec=0.0, lambda_adv=0.0, adv_warmup_epochs=0)
+    import warnings as w
+
+    with w.catch_warnings():
+        w.simplefilter("error")
+        make_trainer(clip_and_stimuli, clip_batch=4)  # with L1 present it is a fair saving: no warning
