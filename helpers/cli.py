@@ -1,4 +1,4 @@
-"""Command line: ``python -m helpers {inspect,prepare,run,notebooks}`` (docs/DESIGN.md#command-line).
+"""Command line: ``python -m helpers {inspect,prepare,run,notebooks,download}`` (docs/DESIGN.md#command-line).
 
 Each subcommand lives in the module of its concern; this file only parses arguments, so that
 ``python -m helpers --help`` stays instant (no torch import).
@@ -15,6 +15,7 @@ HANDLERS = {
     "prepare": ("helpers.mindbigdata", "cli_prepare"),
     "run": ("helpers.pipeline", "cli_run"),
     "notebooks": ("helpers.notebook_runner", "cli_notebooks"),
+    "download": ("helpers.download", "cli_download"),
 }
 
 
@@ -45,6 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="replace the run already in --out (without this, or --resume, such a folder is refused)")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="override any config field, e.g. --set lambda_clip=0 (repeatable)")
+
+    dl = sub.add_parser("download", help="fetch the official MindBigData zip (resumable; CRC and length checked)")
+    dl.add_argument("--device", default="EP", help="EP (default), MW, MU or IN")
+    dl.add_argument("--url", default=None, help="another address of the file (default: the official one)")
+    dl.add_argument("--out", default="dataset", help="folder to put it in (default: dataset/)")
 
     nb = sub.add_parser("notebooks", help="execute the notebook series top to bottom (what `make run` does)")
     nb.add_argument("--out", default="results/notebooks", help="where the executed copies go")

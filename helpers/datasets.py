@@ -18,6 +18,15 @@ from helpers.mindbigdata import Events, ParseReport, load_cache, prepare
 from helpers.synthetic import SyntheticSpec, read_info, write_synthetic
 
 REAL_FILE = "EP1.01.txt"
+REAL_ZIP = "MindBigData-EP-v1.0.zip"  # what `python -m helpers download` fetches; read as it is, never unpacked
+
+
+def real_data_path() -> Path | None:
+    """The real recording in the data folder: ``EP1.01.txt``, else the official zip; None when neither is there."""
+    for name in (REAL_FILE, REAL_ZIP):
+        if (dataset_dir() / name).is_file():
+            return dataset_dir() / name
+    return None
 
 
 class SyntheticDataWarning(UserWarning):
@@ -61,8 +70,9 @@ def load_dataset(data_path: str | Path | None = None, *, n_events: int | None = 
                  label_mode: str = "signal", verbose: bool = True, synthetic_only: bool = False) -> LoadedData:
     """Load events for the pipeline.
 
-    data_path: a MindBigData text file (cached as ``.npz`` next to it) or a cache ``.npz``; None means
-      ``dataset/EP1.01.txt`` if present, else the synthetic default.
+    data_path: a MindBigData file (text, its zip or the Hugging Face CSV; cached as ``.npz`` next to it) or a
+      cache ``.npz``; None means ``dataset/EP1.01.txt`` (or the downloaded zip) if present, else the synthetic
+      default.
     n_events: synthetic size (default: ``Config.synthetic_events``); for real data, keep only the first
       ``n_events`` events in time order (None = all).
     strength: synthetic class strength (default: ``Config.synthetic_strength``).
@@ -74,8 +84,8 @@ def load_dataset(data_path: str | Path | None = None, *, n_events: int | None = 
     cfg = Config()  # the field defaults only; the caller passes its profile's values
     if synthetic_only and data_path is not None:
         raise ValueError("synthetic_only=True generates its own file: leave data_path as None")
-    if data_path is None and not synthetic_only and (dataset_dir() / REAL_FILE).is_file():
-        data_path = dataset_dir() / REAL_FILE
+    if data_path is None and not synthetic_only and real_data_path() is not None:
+        data_path = real_data_path()
     if data_path is not None:
         path = Path(data_path)
         if path.suffix == ".npz":

@@ -25,7 +25,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from helpers.config import UNTRAINED_CLIP_NOTE, Config, active_profile, dataset_dir, make_config, results_dir
-from helpers.datasets import REAL_FILE
+from helpers.datasets import REAL_FILE, real_data_path
 
 # Approximate 2-D positions (x: left -> right, y: back -> front; the head circle has radius 1) of the
 # 14 EPOC channels in the international 10-20 / 10-10 system, azimuthal projection as in topographic maps.
@@ -83,11 +83,6 @@ def _figure(width: float, height: float):
 
 # ------------------------------------------------------------------------------------------- status banner
 
-def real_data_path() -> Path:
-    """Where the real MindBigData EPOC file is expected (``dataset/EP1.01.txt``)."""
-    return dataset_dir() / REAL_FILE
-
-
 def expected_clip(config: Config) -> tuple[str, bool]:
     """(description, trained) of the CLIP that ``config`` will get, decided without loading it.
 
@@ -144,7 +139,7 @@ class Status:
         if self.synthetic:
             w.append("SYNTHETIC DATA: these are generated signals with a known, planted class signal, "
                      "not recorded EEG. Numbers say whether the pipeline works, not what EEG allows. "
-                     f"Put the real file at {real_data_path()} to use it.")
+                     f"Put the real file at {dataset_dir() / REAL_FILE} (or its zip) to use it.")
         if not self.clip_trained:
             w.append(f"{UNTRAINED_CLIP_NOTE}. The semantic loss and every semantic number come from a fixed "
                      "random network: they exercise the mechanics, and the judge's numbers are the ones to read.")
@@ -180,9 +175,9 @@ def status(config: Config, loaded: Any = None, clip: Any = None) -> Status:
             data += f" (oracle top-1 {float(oracle):.2f}, uniform chance 0.10)"
     else:
         path = real_data_path()
-        synthetic = not path.is_file()
-        data = (f"SYNTHETIC: no {path}, the embedded generator's data ({config.synthetic_events} events) will be "
-                f"used" if synthetic else f"real: {path}")
+        synthetic = path is None
+        data = (f"SYNTHETIC: no {dataset_dir() / REAL_FILE}, the embedded generator's data "
+                f"({config.synthetic_events} events) will be used" if synthetic else f"real: {path}")
     if clip is not None:
         clip_text, trained = clip.describe(), bool(clip.trained)
     else:

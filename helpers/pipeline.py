@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from helpers.config import UNTRAINED_CLIP_NOTE, Config, dataset_dir, make_config, results_dir
+from helpers.config import UNTRAINED_CLIP_NOTE, Config, make_config, results_dir
 from helpers.eeg_references import REFERENCE_LABELS, train_references
 
 
@@ -58,9 +58,9 @@ def load_events(config: Config, data_path: str | Path | None = None):
     """The events a run uses (``helpers.datasets.LoadedData``): a given file, else ``dataset/EP1.01.txt`` when
     present, both capped by ``config.max_events`` (0 = all); otherwise the synthetic default of
     ``config.synthetic_events`` events."""
-    from helpers.datasets import REAL_FILE, load_dataset
+    from helpers.datasets import load_dataset, real_data_path
 
-    given = data_path is not None or (dataset_dir() / REAL_FILE).is_file()
+    given = data_path is not None or real_data_path() is not None
     return load_dataset(data_path, n_events=(config.max_events or None) if given else config.synthetic_events,
                         strength=config.synthetic_strength, seed=config.seed,
                         label_mode=config.synthetic_label_mode)

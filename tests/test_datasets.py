@@ -82,3 +82,18 @@ def test_strict_failure_propagates(data_dir):
     with pytest.raises(mbd.MindBigDataError) as e:
         datasets.load_dataset(bad, strict=True)
     assert e.value.line_number == 1 and e.value.reason == "size_mismatch"
+
+
+def test_the_downloaded_zip_is_the_real_data_when_the_text_file_is_absent(data_dir):
+    """`python -m helpers download` leaves MindBigData-EP-v1.0.zip in the data folder: it is used as it is."""
+    import zipfile
+
+    src = data_dir / "gen" / "x.txt"
+    write_synthetic(src, SyntheticSpec(n_events=30, seed=1))
+    with zipfile.ZipFile(data_dir / datasets.REAL_ZIP, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("EP1.01.txt", src.read_bytes())
+    assert datasets.real_data_path() == data_dir / datasets.REAL_ZIP
+    loaded = datasets.load_dataset(verbose=False)
+    assert not loaded.synthetic and len(loaded.events) == 30 and loaded.source.endswith(datasets.REAL_ZIP)
+    (data_dir / datasets.REAL_FILE).write_bytes(src.read_bytes())
+    assert datasets.real_data_path() == data_dir / datasets.REAL_FILE  # the text file, when there, comes first

@@ -71,7 +71,7 @@ def test_load_data_asks_for_the_same_events_as_the_pipeline(tmp_path, monkeypatc
     monkeypatch.setenv("EEG2IMG_DATA_DIR", str(tmp_path))
     if real_file:
         (tmp_path / datasets.REAL_FILE).write_text("")
-    assert ns.real_data_path() == tmp_path / datasets.REAL_FILE
+    assert datasets.real_data_path() == (tmp_path / datasets.REAL_FILE if real_file else None)
     calls = []
 
     class Stop(Exception):
