@@ -107,6 +107,8 @@ class Config:
     mixed_precision: bool = False  # bfloat16 autocast on CPU or CUDA (float16 + scaler without bf16); CLIP stays fp32
     num_workers: int = 0
     profile: str = DEFAULT_PROFILE
+    # Processes that trained the run (torchrun's WORLD_SIZE): recorded by the pipeline, not a setting.
+    world_size: int = 1
 
     def __post_init__(self):
         _check_split_fields(self)

@@ -8,6 +8,7 @@ notebook 04 can build a trainer on it, and notebook 05 can evaluate the checkpoi
 """
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 import warnings
@@ -278,6 +279,7 @@ def evaluate_trainer(trainer, prepared: PreparedData, semantic: SemanticSetup, o
         extra={
             "eeg_references": {name: r.to_dict() for name, r in references.items()},
             "profile": trainer.config.profile,
+            "world_size": int(trainer.config.world_size),
             "data_source": str(prepared.loaded.source),
             "epochs_trained": int(trainer.epoch),
             "clip": clip.describe(),
@@ -414,27 +416,46 @@ def run_pipeline(config: Config, data_path: str | Path | None = None, out_dir: s
     ``resume``: continue the run in ``out_dir``; ``force``: replace it (see :func:`open_run`). Without either,
     a folder that already holds a run is refused before anything runs.
     """
+    from helpers import distributed
     from helpers.train import resolve_device
 
     out = Path(out_dir) if out_dir is not None else results_dir()
     t0 = time.perf_counter()
-    check_run_folder(out, resume, force)  # before any work: a refusal is instant and changes nothing
-    resolve_device(config.device)  # a missing GPU is reported now, not after the data stage
-    log(f"[1/4] data and features (profile {config.profile})")
+    # Under torchrun: rank 0 checks, builds the caches and opens the run first; the others then read what it
+    # wrote, load the same checkpoint when it resumed, and all train together (helpers.distributed).
+    world = distributed.setup(resolve_device(config.device).type)  # a missing GPU is reported now
+    config = dataclasses.replace(config, world_size=world)
+    main = distributed.is_main()
+    if not main:
+        log = _quiet
+        distributed.barrier()  # (1) wait for rank 0 to open the run
+        resumed = distributed.broadcast_flag(False)
+    else:
+        check_run_folder(out, resume, force)  # before any work: a refusal is instant and changes nothing
+    log(f"[1/4] data and features (profile {config.profile}{f', {world} processes' if world > 1 else ''})")
     # A resumed run keeps the feature transform it was trained with (models/features.pt), never a refit.
     prepared = prepare_data(config, data_path, fitted_features=out / "models" / "features.pt" if resume else None)
     log(prepared.summary())
     log("[2/4] frozen CLIP and stimulus embeddings")
     semantic = load_semantic(config, out)  # caches the stimulus embeddings under out/models
     log(semantic.clip.describe())
-    # Checks the checkpoint before writing anything: a refused resume leaves the run's folder as it was.
-    trainer, resumed = open_run(config, prepared, semantic, out, resume=resume, force=force, log=log)
+    if main:
+        # Checks the checkpoint before writing anything: a refused resume leaves the run's folder as it was.
+        trainer, resumed = open_run(config, prepared, semantic, out, resume=resume, force=force, log=log)
+        distributed.barrier()  # (1)
+        distributed.broadcast_flag(resumed)
+    else:
+        trainer = build_trainer(config, semantic, out, prepared)
+        if resumed:
+            trainer.resume_from(out)
     if resumed:
         log(f"resumed from {out / 'models'} after epoch {trainer.epoch}")
     log(f"[3/4] training {config.epochs} epochs, batch {config.batch_size}, "
         f"{len(prepared.train.X)} training events")
     train, val = train_data(prepared)
     trainer.fit(train, val, progress=progress)
+    if not main:
+        return {}  # rank 0 evaluates and writes
     log("[4/4] evaluation on the held-out test events")
     metrics = evaluate_trainer(trainer, prepared, semantic, out, log=log)
     log(f"done in {time.perf_counter() - t0:.0f} s; metrics in {out / 'metrics.json'}")
@@ -454,4 +475,12 @@ def cli_run(args) -> int:
         # OSError a missing file or a full disk (the atomic writers name the file and keep the previous one).
         print(f"error: {e}", file=sys.stderr)
         return 1
+    finally:
+        from helpers import distributed
+
+        distributed.teardown()
     return 0
+
+
+def _quiet(*_args, **_kwargs) -> None:
+    """The log of ranks other than 0: one process speaks for the run."""

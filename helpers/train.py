@@ -32,6 +32,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from helpers import distributed
 from helpers.checkpoint import CheckpointError, load_checkpoint_or_previous, save_checkpoint
 from helpers.config import Config
 from helpers.losses import discriminator_loss, generator_losses, kl_divergence, loss_weights
@@ -89,6 +90,22 @@ class TrainData:
         return len(self.y)
 
 
+class _EncoderStep(torch.nn.Module):
+    """The encoder and, when the label term is on, its label head in one forward: (mu, logvar, logits or None).
+    One module, so that DistributedDataParallel sees every parameter the step uses in one forward pass."""
+
+    def __init__(self, encoder: torch.nn.Module, with_head: bool):
+        super().__init__()
+        self.encoder, self.with_head = encoder, with_head
+
+    def forward(self, x: torch.Tensor):
+        mu, logvar = self.encoder(x)
+        if not self.with_head:
+            return mu, logvar, None
+        with torch.autocast(x.device.type, enabled=False):  # the head reads mu in float32, as the loss does
+            return mu, logvar, self.encoder.label_head(mu.float())
+
+
 @dataclass
 class Trainer:
     """Owns the three networks, their optimisers and the history; CLIP and the stimuli are inputs."""
@@ -124,6 +141,9 @@ class Trainer:
         self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=c.learning_rate, betas=betas)
         self.epoch = 0  # epochs completed
         self.step = 0  # optimiser steps completed
+        self._encode = _EncoderStep(self.encoder, with_head=c.lambda_cls > 0)
+        self._generate, self._discriminate = self.generator, self.discriminator
+        self.world_size = 1  # becomes torchrun's number of processes when fit() wraps the networks
         # Mixed precision: bfloat16 autocast on CPU and on GPUs that have it (no loss scaling needed: bf16 has
         # float32's range); float16 with a gradient scaler on older GPUs. CLIP always runs in float32
         # (FrozenClip switches autocast off), and the networks' weights and optimiser state stay float32.
@@ -135,6 +155,25 @@ class Trainer:
                 self.amp_dtype = torch.bfloat16
         if self.out_dir is not None:
             self.out_dir = Path(self.out_dir)
+
+    def _distribute(self) -> None:
+        """Under torchrun, make train_step call DistributedDataParallel wrappers of the networks (same parameters;
+        checkpoints keep saving the unwrapped modules, so their format is unchanged). Done at the start of fit, by
+        every process at the same point: wrapping is collective (rank 0's weights are broadcast to the others)."""
+        world = distributed.world_size()
+        if world == 1 or self.world_size == world:
+            return
+        c = self.config
+        self.world_size = world
+        if c.batch_size % self.world_size or c.batch_size // self.world_size < 2:
+            raise ValueError(f"batch_size={c.batch_size} must split into {self.world_size} equal slices of at least 2 "
+                             f"events (one per process; BatchNorm needs two)")
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        ids = [self.device.index or 0] if self.device.type == "cuda" else None
+        self._encode = DDP(self._encode, device_ids=ids)
+        self._generate = DDP(self.generator, device_ids=ids)
+        self._discriminate = DDP(self.discriminator, device_ids=ids)
 
     @staticmethod
     def _check_schedule(c: Config) -> None:
@@ -171,8 +210,8 @@ class Trainer:
         x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
         real = self.stimuli[y]
         with self._autocast():
-            mu, logvar = self.encoder(x)
-            fake = self.generator(reparameterise(mu, logvar))
+            mu, logvar, logits = self._encode(x)
+            fake = self._generate(reparameterise(mu, logvar))
         fake = fake.float()
 
         # Phase 1: discriminator on real stimuli vs generated.detach(), except in the warm-up epochs, when
@@ -184,7 +223,7 @@ class Trainer:
         if adversarial:
             self.opt_d.zero_grad(set_to_none=True)
             with self._autocast():
-                d_loss = discriminator_loss(self.discriminator(real), self.discriminator(fake.detach()))
+                d_loss = discriminator_loss(self._discriminate(real), self._discriminate(fake.detach()))
             self._check_finite({"disc": d_loss})
             self._backward_step(d_loss, self.opt_d)
             d_loss_value = float(d_loss.detach())
@@ -200,7 +239,7 @@ class Trainer:
         d_fake = None
         if adversarial:
             with self._autocast():
-                d_fake = self.discriminator(fake).float()
+                d_fake = self._discriminate(fake).float()
         gen_emb = target_emb = None
         if c.lambda_clip > 0:
             k = c.clip_batch if 0 < c.clip_batch < len(y) else len(y)
@@ -208,7 +247,6 @@ class Trainer:
             if c.clip_views > 1:
                 images, target_emb = random_views(images, c.clip_views), target_emb.repeat(c.clip_views, 1)
             gen_emb = self.clip.encode_images(images)
-        logits = self.encoder.label_head(mu.float()) if c.lambda_cls > 0 else None
         total, terms = generator_losses(d_fake, fake, real, mu.float(), logvar.float(), gen_emb,
                                         target_emb, weights, class_logits=logits, labels=y)
         # A term left out (weight 0) is logged as NaN on purpose; only the weighted ones must be finite.
@@ -244,6 +282,9 @@ class Trainer:
         batches = [order[i:i + c.batch_size] for i in range(0, len(order), c.batch_size)]
         if len(batches) > 1 and len(batches[-1]) < 2:  # BatchNorm needs two samples
             batches = batches[:-1]
+        if self.world_size > 1:  # every process drew the same batches: each trains on its slice of every one
+            rank, w = distributed.rank(), self.world_size
+            batches = [b[rank::w] for b in batches if len(b) >= 2 * w]
         for m in (self.encoder, self.generator, self.discriminator):
             m.train()
         sums: dict[str, float] = {}
@@ -256,6 +297,10 @@ class Trainer:
             n_seen += len(idx)
             if hasattr(bar, "set_postfix"):
                 bar.set_postfix(total=f"{terms['total']:.3f}", clip=f"{terms['clip']:.3f}")
+        if self.world_size > 1:  # the epoch's means over every process's events
+            keys = sorted(sums)
+            *totals, n_seen = distributed.all_reduce_sum([sums[k] for k in keys] + [float(n_seen)])
+            sums = dict(zip(keys, totals))
         return {f"train_{k}": v / max(n_seen, 1) for k, v in sums.items()}
 
     @torch.no_grad()
@@ -305,18 +350,19 @@ class Trainer:
             progress: bool | None = None, on_epoch_end: Callable[["Trainer", dict], None] | None = None) -> list[dict]:
         """Train until `epochs` epochs are complete in total (resumed epochs count), checkpointing each one."""
         epochs = self.config.epochs if epochs is None else epochs
-        progress = _progress_default() if progress is None else progress
+        progress = (_progress_default() if progress is None else progress) and distributed.is_main()
         if len(train) < 2:
             raise ValueError(f"need at least 2 training events, got {len(train)}")
+        self._distribute()
         while self.epoch < epochs:
             t0 = time.perf_counter()
             row = {"epoch": self.epoch + 1, **self.train_epoch(train, progress=progress)}
-            if val is not None:
+            if val is not None and distributed.is_main():  # validation and files: rank 0 alone
                 row.update(self.validate(val))
             self.epoch += 1
             row["seconds"] = round(time.perf_counter() - t0, 3)
             self.history.append(row)
-            if self.out_dir is not None:
+            if self.out_dir is not None and distributed.is_main():
                 self.save(self.out_dir)
             if on_epoch_end is not None:
                 on_epoch_end(self, row)
@@ -346,7 +392,7 @@ class Trainer:
         except (ValueError, TypeError) as e:
             raise CheckpointError(f"cannot resume: the checkpoint's configuration is of another version ({e})") from None
         # Everything that shapes the result must match; only how long and where to run may differ.
-        free = {"epochs", "device", "num_workers", "profile", "mixed_precision"}
+        free = {"epochs", "device", "num_workers", "profile", "mixed_precision", "world_size"}
         mismatched = {k: (v, getattr(self.config, k)) for k, v in saved.to_dict().items()
                       if k not in free and v != self.config.to_dict()[k]}
         mismatched.update({f"identity.{k}": (v, self.identity[k]) for k, v in state.get("identity", {}).items()
