@@ -28,7 +28,7 @@ from helpers.stimuli import N_DIGITS
 # metrics.json name -> (braindecode class name, learning rate). EEGNet: Adam at 1e-3 as in Lawhern et al. (2018);
 # ShallowFBCSPNet: braindecode's recommended 0.0625 * 0.01 (Schirrmeister et al. 2017, AdamW).
 REFERENCE_MODELS = {"eegnet": ("EEGNet", 1e-3), "shallow_fbcsp": ("ShallowFBCSPNet", 0.0625 * 0.01)}
-REFERENCE_LABELS = {"eegnet": "EEGNet (raw EEG)", "shallow_fbcsp": "ShallowFBCSPNet (raw EEG)"}  # figures
+REFERENCE_LABELS = {"eegnet": "EEGNet (1-s signal)", "shallow_fbcsp": "ShallowFBCSPNet (1-s signal)"}  # figures
 BATCH_SIZE = 64
 PATIENCE = 10  # epochs without a better validation accuracy before stopping
 
