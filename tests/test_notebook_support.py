@@ -1,14 +1,46 @@
-"""What the notebooks rely on from helpers.notebook_support: the status banner, the plots, the steps."""
+"""What the notebooks rely on from helpers.notebook_support: the status banner, paths, notebook 01's data, notebook
+04's main run and comparison, and the names it re-exports (the notebooks call everything as ``ns.<name>``).
+
+The figures and tables it re-exports are tested with their modules: tests/test_explore.py, test_leakage.py,
+test_nbfigures.py, test_nbtables.py.
+"""
 from __future__ import annotations
 
+import ast
+import importlib
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from helpers import notebook_support as ns
 from helpers.config import make_config
+
+
+# ------------------------------------------------------------------------------------------- re-exports
+
+def _defined_names(module) -> list[str]:
+    """Public names that ``module``'s own source defines at the top level (functions, classes, constants)."""
+    tree = ast.parse(Path(module.__file__).read_text(encoding="utf-8"))
+    names = []
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            names.append(node.name)
+        elif isinstance(node, ast.Assign):
+            names += [t.id for t in node.targets if isinstance(t, ast.Name)]
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            names.append(node.target.id)
+    return [n for n in names if not n.startswith("_")]
+
+
+@pytest.mark.parametrize("name", ["explore", "leakage", "nbfigures", "nbtables"])
+def test_every_public_name_of_the_notebook_modules_is_reexported_unchanged(name):
+    module = importlib.import_module(f"helpers.{name}")
+    names = _defined_names(module)
+    assert names, f"helpers.{name} defines nothing public"
+    missing = [n for n in names if getattr(ns, n, None) is not getattr(module, n)]
+    assert not missing, f"notebook_support must re-export helpers.{name}'s {missing} (notebooks call ns.<name>)"
 
 
 # ------------------------------------------------------------------------------------------- status
@@ -91,135 +123,6 @@ def test_load_data_asks_for_the_same_events_as_the_pipeline(tmp_path, monkeypatc
         assert mine == theirs
         n_events = mine[1]["n_events"]
         assert n_events == ((max_events or None) if real_file else config.synthetic_events)
-
-
-def test_raw_lines_skip_blanks_and_shorten_the_data_column(tmp_path):
-    p = tmp_path / "f.txt"
-    values = ",".join(str(v) for v in range(10))
-    p.write_text(f"\n1\t1\tEP\tAF3\t6\t10\t{values}\r\n2\t1\tEP\tF7\t6\t10\t{values}\n3\t1\tEP\tF3\t6\t10\t{values}\n")
-    lines = ns.raw_lines(p, n=2, max_values=3)
-    assert lines == ["1\t1\tEP\tAF3\t6\t10\t0,1,2,... (7 more)", "2\t1\tEP\tF7\t6\t10\t0,1,2,... (7 more)"]
-    assert ns.format_raw_lines(lines).splitlines()[0].startswith("[id]\t[event]")
-
-
-def test_code_counts_table_names_the_random_code():
-    report = types.SimpleNamespace(to_dict=lambda: {"codes": {"-1": 3, "0": 5, "1": 2}})
-    df = ns.code_counts_table(report)
-    assert df["code"].tolist() == [-1, 0, 1] and df["meaning"][0] == "random (no digit)"
-    assert df["events"].sum() == 10 and df["share"].tolist() == [0.3, 0.5, 0.2]
-
-
-def _events(n=4, c=14, t=256, sfreq=128.0, f0=10.0):
-    time = np.arange(t) / sfreq
-    sig = 4000 + 20 * np.sin(2 * np.pi * f0 * time)[None, None, :] + np.zeros((n, c, t))
-    return types.SimpleNamespace(signals=sig.astype(np.float32), sizes=np.full(n, t), codes=np.arange(n),
-                                 event_ids=np.arange(n) + 100, channels=tuple(ns.EPOC_POSITIONS), sfreq=sfreq)
-
-
-def test_power_spectra_peak_at_the_frequency_of_a_sine():
-    f, psd = ns.power_spectra(_events(f0=10.0), n_events=3)
-    assert psd.shape == (14, len(f))
-    assert np.all(np.abs(f[psd.argmax(axis=1)] - 10.0) <= 1.0)
-    fig = ns.plot_power_spectra(f, psd, list(ns.EPOC_POSITIONS))
-    assert len(fig.axes[0].get_lines()) == 14
-
-
-def test_plot_event_stacks_every_channel():
-    fig = ns.plot_event(_events(), 1)
-    ax = fig.axes[0]
-    assert len(ax.get_lines()) == 14 and [t.get_text() for t in ax.get_yticklabels()] == list(ns.EPOC_POSITIONS)
-    assert "event 101: code 1" in ax.get_title()
-
-
-def test_electrode_layout_is_left_right_symmetric_and_inside_the_head():
-    pos = ns.EPOC_POSITIONS
-    assert len(pos) == 14
-    for name, (x, y) in pos.items():
-        assert x * x + y * y <= 1.001
-        if name[-1].isdigit():
-            num = int("".join(ch for ch in name if ch.isdigit()))
-            mirror = name.rstrip("0123456789") + str(num + 1 if num % 2 else num - 1)
-            assert pos[mirror] == pytest.approx((-x, y)), name
-            assert (x < 0) == (num % 2 == 1), f"{name}: odd numbers are on the left"
-    fig = ns.plot_electrode_layout()
-    names = {t.get_text() for t in fig.axes[0].texts}
-    assert set(pos) <= names
-    with pytest.raises(ValueError, match="Cz"):
-        ns.plot_electrode_layout(["AF3", "Cz"])
-
-
-# ------------------------------------------------------------------------------------------- notebook 02
-
-def test_plot_signal_steps_uses_each_steps_own_rate():
-    steps = {"raw": np.zeros((14, 256)), "decimated": np.zeros((14, 128))}
-    fig = ns.plot_signal_steps(steps, {"raw": 128.0, "decimated": 64.0}, channel=3, channel_name="FC5")
-    ends = [ax.get_lines()[0].get_xdata()[-1] for ax in fig.axes]
-    assert ends == pytest.approx([255 / 128, 127 / 64])
-
-
-def test_leakage_table_flags_the_leaky_splits():
-    from helpers.stats import accuracy_report
-
-    acc = accuracy_report(np.eye(10)[np.arange(50) % 10], np.arange(50) % 10)
-    rows = [ns.LeakageRow("random rows (prototype)", "channel traces", 10, 5, acc, False),
-            ns.LeakageRow("contiguous blocks (ours)", "events", 10, 5, acc, True)]
-    df = ns.leakage_table(rows)
-    assert df["honest?"].tolist() == ["NO (leaks)", "yes"] and df["top-1"].tolist() == [1.0, 1.0]
-
-
-# ------------------------------------------------------------------------------------------- notebook 03
-
-def test_semantic_gradient_step_reaches_encoder_and_generator_scales_with_lambda_and_never_touches_clip():
-    from helpers.models import build_models
-    from helpers.pipeline import load_semantic
-
-    config = make_config("ci", {"feature_dim": 16})
-    semantic = load_semantic(config)
-    enc, gen, _ = build_models(config)
-    before = [p.detach().clone() for p in [*enc.parameters(), *gen.parameters()]]
-    x = torch.randn(4, 16)
-    emb = semantic.embeddings.embeddings
-    off, one, five = (ns.semantic_gradient_step(enc, gen, semantic.clip, emb, x, [0, 1, 2, 3], lr=1e-3,
-                                                lambda_clip=v) for v in (0.0, 1.0, 5.0))
-    for out in (one, five):
-        assert out["generator_grad_norm"] > 0 and out["encoder_grad_norm"] > 0
-        assert out["semantic_loss_before"] != out["semantic_loss_after"]
-    for out in (off, one, five):
-        assert out["clip_params_with_grad"] == 0 and out["clip_weights_unchanged"] is True
-    # The gradient is proportional to lambda_clip and exactly 0 at 0 (then nothing moves).
-    assert off["generator_grad_norm"] == 0 and off["encoder_grad_norm"] == 0
-    assert off["semantic_loss_after"] == off["semantic_loss_before"]
-    assert five["generator_grad_norm"] == pytest.approx(5 * one["generator_grad_norm"], rel=1e-4)
-    assert five["encoder_grad_norm"] == pytest.approx(5 * one["encoder_grad_norm"], rel=1e-4)
-    # Every call works on copies, so each starts from the same point and the caller's networks stay as they were.
-    assert one["semantic_loss_before"] == five["semantic_loss_before"]
-    assert all(torch.equal(a, p) for a, p in zip(before, [*enc.parameters(), *gen.parameters()]))
-    with pytest.raises(ValueError, match="lambda_clip"):
-        ns.semantic_gradient_step(enc, gen, semantic.clip, emb, x, [0, 1, 2, 3], lambda_clip=-1.0)
-
-
-def test_cosine_matrix_plot_is_labelled_untrained():
-    fig = ns.plot_cosine_matrix(np.eye(10) * 0.5 + 0.5, trained=False)
-    assert "UNTRAINED CLIP" in fig.axes[0].get_title()
-    assert "UNTRAINED" not in ns.plot_cosine_matrix(np.eye(10) * 0.5 + 0.5, trained=True).axes[0].get_title()
-
-
-# ------------------------------------------------------------------------------------------- notebooks 04-05
-
-def test_metrics_table_puts_each_number_next_to_chance():
-    m = {"n_test_events": 100, "semantic_top1": 0.35, "semantic_top1_ci95": [0.26, 0.45],
-         "semantic_top1_p_value": 0.001, "semantic_top3": 0.6, "judge_top1": 0.12,
-         "judge_top3": 0.4, "linear_baseline_top1": 0.4, "chance_top1": 0.1, "chance_top3_upper95": 0.38,
-         "chance_top1_upper95": 0.16, "clip_semantic": False, "oracle_top1": 0.6}
-    df = ns.metrics_table(m).set_index("metric")
-    assert df.loc["semantic_top1", "verdict"] == "above chance"
-    assert df.loc["semantic_top1", "95% CI"] == "0.260-0.450" and df.loc["semantic_top1", "permutation p"] == 0.001
-    assert df.loc["judge_top1", "verdict"] == "within chance"
-    assert df.loc["judge_top3", "verdict"] == "above chance" and df.loc["semantic_top3", "verdict"] == "above chance"
-    assert df.loc["linear_baseline_top1", "value"] == 0.4 and df.loc["oracle_top1", "value"] == 0.6
-    assert df.loc["oracle_top1", "verdict"] == "" and "ssim_mean" not in df.index
-    assert df.loc["judge_top1", "compare with"] == "chance 0.10 (upper 95% 0.160)"
-    assert "oracle_top1" not in ns.metrics_table({k: v for k, v in m.items() if k != "oracle_top1"})["metric"].tolist()
 
 
 def _tiny_run_inputs():
