@@ -84,12 +84,10 @@ def read_head(path: str | Path, n: int = HEAD_BYTES) -> bytes:
 def sniff(head: bytes) -> str:
     """``"hf_csv"``, ``"spreadsheet"`` or ``"mindbigdata"`` from the first bytes of a file."""
     first = head.split(b"\n", 1)[0].strip()
-    if first.startswith(BOM):
-        return "spreadsheet"
-    cells = first.decode("latin-1").split(",")
+    cells = first.removeprefix(BOM).decode("latin-1").split(",")  # a CSV saved with a BOM is still the CSV
     if "label" in cells and any(_HF_COLUMN.match(c) for c in cells):
         return "hf_csv"
-    if first.startswith(b'"'):
+    if first.startswith((BOM, b'"')):
         return "spreadsheet"
     return "mindbigdata"
 

@@ -117,3 +117,11 @@ def test_a_spreadsheet_export_is_named_as_such(tmp_path):
     r = run_cli("inspect", str(path))
     assert r.returncode != 0 and "byte-order mark" in r.stderr and "14 of the first 14 lines" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_a_csv_saved_with_a_bom_and_windows_line_ends_is_still_the_csv(tmp_path):
+    path, values = hf_csv(tmp_path, [4, 5])
+    path.write_bytes(readers.BOM + path.read_bytes().replace(b"\n", b"\r\n"))
+    events, rep = mbd.parse_file(path)
+    assert rep.device == "EP" and events.codes.tolist() == [4, 5]
+    np.testing.assert_allclose(events.signals, values, rtol=1e-6)
