@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     dl = sub.add_parser("download", help="fetch the official MindBigData zip (resumable; CRC and length checked)")
     dl.add_argument("--device", default="EP", help="EP (default), MW, MU or IN")
     dl.add_argument("--url", default=None, help="another address of the file (default: the official one)")
-    dl.add_argument("--out", default="dataset", help="folder to put it in (default: dataset/)")
+    dl.add_argument("--out", default=None, help="folder to put it in (default: $EEG2IMG_DATA_DIR or dataset/)")
 
     nb = sub.add_parser("notebooks", help="execute the notebook series top to bottom (what `make run` does)")
     nb.add_argument("--out", default="results/notebooks", help="where the executed copies go")

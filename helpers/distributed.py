@@ -25,7 +25,9 @@ def requested_world_size() -> int:
 def setup(device_type: str = "cpu") -> int:
     """Join torchrun's process group if there is one; returns the world size (1 = a single process)."""
     if requested_world_size() > 1 and not dist.is_initialized():
-        backend = "nccl" if device_type == "cuda" else "gloo"
+        # On GPUs the networks' gradients go through NCCL and the pipeline's few CPU numbers (flags, sums) through
+        # gloo: NCCL alone cannot send CPU tensors.
+        backend = "cpu:gloo,cuda:nccl" if device_type == "cuda" else "gloo"
         if device_type == "cuda":
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group(backend=backend, timeout=timedelta(minutes=30))
@@ -64,10 +66,8 @@ def all_reduce_sum(values: list[float]) -> list[float]:
     if world_size() == 1:
         return list(values)
     t = torch.tensor(values, dtype=torch.float64)
-    if dist.get_backend() == "nccl":
-        t = t.cuda()
     dist.all_reduce(t)
-    return t.cpu().tolist()
+    return t.tolist()
 
 
 def teardown() -> None:

@@ -18,6 +18,7 @@ import sys
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -50,7 +51,7 @@ def _check_zip(path: Path) -> None:
     try:
         with zipfile.ZipFile(path) as zf:
             bad = zf.testzip()
-    except zipfile.BadZipFile as e:
+    except (zipfile.BadZipFile, zlib.error, EOFError) as e:  # CRC, inflate or a cut member
         raise DownloadError(f"{path.name} is not a readable zip ({e})") from None
     if bad is not None:
         raise DownloadError(f"{path.name}: member {bad} fails its CRC check")
@@ -128,8 +129,10 @@ def cli_download(args) -> int:
         print(f"error: unknown device {args.device!r}; choose one of {', '.join(OFFICIAL_URLS)} or give --url",
               file=sys.stderr)
         return 2
+    from helpers.config import dataset_dir
+
     try:
-        path, digest = download(url, args.out)
+        path, digest = download(url, args.out or dataset_dir())
     except DownloadError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

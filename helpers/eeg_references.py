@@ -68,13 +68,14 @@ def build_model(name: str, n_chans: int, n_times: int) -> torch.nn.Module:
 @torch.no_grad()
 def _predict(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     model.eval()
-    return torch.cat([F.softmax(model(x[i:i + 512]), dim=1) for i in range(0, len(x), 512)])
+    dev = next(model.parameters()).device
+    return torch.cat([F.softmax(model(x[i:i + 512].to(dev)), dim=1).cpu() for i in range(0, len(x), 512)])
 
 
 def train_reference(name: str, x_train, y_train, x_val, y_val, x_test, *, max_epochs: int,
-                    seed: int = 0) -> ReferenceResult:
+                    seed: int = 0, device: str | torch.device = "cpu") -> ReferenceResult:
     """Train ``name`` on ``(x_train, y_train)`` [n, channels, times] with early stopping on the validation
-    events; return its softmax scores on ``x_test``. Deterministic for a given seed on one machine."""
+    events; return its softmax scores on ``x_test``. Deterministic for a given seed on one machine (CPU)."""
     if max_epochs < 1:
         raise ValueError(f"max_epochs must be >= 1, got {max_epochs}")
     xs = [torch.as_tensor(np.asarray(a, dtype=np.float32)) for a in (x_train, x_val, x_test)]
@@ -89,7 +90,7 @@ def train_reference(name: str, x_train, y_train, x_val, y_val, x_test, *, max_ep
     t0 = time.perf_counter()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = build_model(name, x_tr.shape[1], x_tr.shape[2])
+        model = build_model(name, x_tr.shape[1], x_tr.shape[2]).to(device)
         opt = torch.optim.AdamW(model.parameters(), lr=REFERENCE_MODELS[name][1], weight_decay=0.0)
         gen = torch.Generator().manual_seed(seed)
         best_acc = float((_predict(model, x_va).argmax(1).numpy() == y_va).mean())
@@ -101,7 +102,7 @@ def train_reference(name: str, x_train, y_train, x_val, y_val, x_test, *, max_ep
                 b = order[i:i + BATCH_SIZE]
                 if len(b) < 2:  # batch norm needs two samples
                     continue
-                loss = F.cross_entropy(model(x_tr[b]), y_tr[b])
+                loss = F.cross_entropy(model(x_tr[b].to(device)), y_tr[b].to(device))
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -117,11 +118,12 @@ def train_reference(name: str, x_train, y_train, x_val, y_val, x_test, *, max_ep
                            seconds=time.perf_counter() - t0)
 
 
-def train_references(prepared, max_epochs: int, seed: int = 0, names=tuple(REFERENCE_MODELS)) -> dict:
+def train_references(prepared, max_epochs: int, seed: int = 0, names=tuple(REFERENCE_MODELS),
+                     device: str | torch.device = "cpu") -> dict:
     """``{name: ReferenceResult}`` for a run's ``PreparedData``: the kept train / validation / test events of the
     generator's own split, read through its fitted feature pipeline (training statistics only)."""
     pipe, digits = prepared.features, prepared.digits
     sets = [pipe.windows(digits, s.indices) for s in (prepared.train, prepared.val, prepared.test)]
     return {name: train_reference(name, sets[0], prepared.train.labels, sets[1], prepared.val.labels, sets[2],
-                                  max_epochs=max_epochs, seed=seed)
+                                  max_epochs=max_epochs, seed=seed, device=device)
             for name in names}

@@ -62,12 +62,15 @@ def _figure(width: float, height: float):
     return figure(width, height)
 
 
-def raw_lines(path: str | Path, n: int = 3, max_values: int = 6) -> list[str]:
-    """The first ``n`` non-blank lines of a MindBigData file, the data column cut to ``max_values`` values."""
+def raw_lines(path: str | Path, n: int = 3, max_values: int = 6, max_chars: int = 240) -> list[str]:
+    """The first ``n`` non-blank lines of a MindBigData file (inside its zip, for the zip), the data column cut to
+    ``max_values`` values; any other long line (e.g. a CSV header) cut to ``max_chars`` characters."""
+    from helpers.readers import open_stream
+
     out = []
-    with open(path, "rb") as fh:
+    with open_stream(path) as (fh, _, _):
         for raw in fh:
-            line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+            line = raw.decode("utf-8-sig", errors="replace").rstrip("\r\n")
             if not line.strip():
                 continue
             parts = line.split("\t")
@@ -75,7 +78,9 @@ def raw_lines(path: str | Path, n: int = 3, max_values: int = 6) -> list[str]:
                 values = parts[6].split(",")
                 more = len(values) - max_values
                 parts[6] = ",".join(values[:max_values]) + (f",... ({more} more)" if more > 0 else "")
-            out.append("\t".join(parts))
+            line = "\t".join(parts)
+            out.append(line if len(line) <= max_chars else f"{line[:max_chars]}... ({len(line) - max_chars} more "
+                                                               f"characters)")
             if len(out) >= n:
                 break
     return out

@@ -648,7 +648,7 @@ def prepare(path: str | Path, out: str | Path, device: str | None = None, strict
     path, out = Path(path), Path(out)
     if not path.is_file():
         raise FileNotFoundError(f"no such file: {path}")
-    fp = _fingerprint(path, device, strict)
+    fp = _fingerprint(path, device or readers.file_device(path, DEVICES), strict)
     if out.is_file():
         try:
             if _read_meta(out).get("fingerprint") == fp:

@@ -265,7 +265,8 @@ def evaluate_trainer(trainer, prepared: PreparedData, semantic: SemanticSetup, o
     baseline_val = prepared.baseline.val_top1
     references = {}
     if trainer.config.reference_epochs > 0:
-        references = train_references(prepared, trainer.config.reference_epochs, seed=trainer.config.seed)
+        references = train_references(prepared, trainer.config.reference_epochs, seed=trainer.config.seed,
+                                      device=trainer.device)
     metrics = evaluation_metrics(
         test.labels, scores["semantic_scores"], scores["judge_scores"], prepared.baseline.scores,
         clip_semantic=bool(clip.trained), synthetic=prepared.synthetic, oracle_top1=prepared.loaded.oracle_top1,
@@ -428,21 +429,35 @@ def run_pipeline(config: Config, data_path: str | Path | None = None, out_dir: s
     main = distributed.is_main()
     if not main:
         log = _quiet
-        distributed.barrier()  # (1) wait for rank 0 to open the run
+        # Wait for rank 0 to open the run (or to fail: then stop too, rather than wait at a barrier forever).
+        if not distributed.broadcast_flag(False):
+            raise RuntimeError("rank 0 stopped before training (its error is above)")
         resumed = distributed.broadcast_flag(False)
     else:
-        check_run_folder(out, resume, force)  # before any work: a refusal is instant and changes nothing
+        try:
+            check_run_folder(out, resume, force)  # before any work: a refusal is instant and changes nothing
+        except BaseException:
+            distributed.broadcast_flag(False)
+            raise
     log(f"[1/4] data and features (profile {config.profile}{f', {world} processes' if world > 1 else ''})")
-    # A resumed run keeps the feature transform it was trained with (models/features.pt), never a refit.
-    prepared = prepare_data(config, data_path, fitted_features=out / "models" / "features.pt" if resume else None)
-    log(prepared.summary())
-    log("[2/4] frozen CLIP and stimulus embeddings")
-    semantic = load_semantic(config, out)  # caches the stimulus embeddings under out/models
-    log(semantic.clip.describe())
+    # A resumed run keeps the feature transform it was trained with (models/features.pt), never a refit; the
+    # other ranks always read the one rank 0 wrote, so that every process trains on the same features.
+    fitted = out / "models" / "features.pt" if (resume or not main) else None
+    try:
+        prepared = prepare_data(config, data_path, fitted_features=fitted)
+        log(prepared.summary())
+        log("[2/4] frozen CLIP and stimulus embeddings")
+        semantic = load_semantic(config, out)  # caches the stimulus embeddings under out/models
+        log(semantic.clip.describe())
+        if main:
+            # Checks the checkpoint before writing anything: a refused resume leaves the run's folder as it was.
+            trainer, resumed = open_run(config, prepared, semantic, out, resume=resume, force=force, log=log)
+    except BaseException:
+        if main:
+            distributed.broadcast_flag(False)
+        raise
     if main:
-        # Checks the checkpoint before writing anything: a refused resume leaves the run's folder as it was.
-        trainer, resumed = open_run(config, prepared, semantic, out, resume=resume, force=force, log=log)
-        distributed.barrier()  # (1)
+        distributed.broadcast_flag(True)  # the run is open
         distributed.broadcast_flag(resumed)
     else:
         trainer = build_trainer(config, semantic, out, prepared)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 import time
 import zipfile
+import zlib
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Iterator
@@ -41,7 +42,9 @@ class DataFormatError(ValueError):
 
 
 def _data_member(zf: zipfile.ZipFile, path: Path) -> zipfile.ZipInfo:
-    members = [m for m in zf.infolist() if not m.is_dir() and m.filename.lower().endswith(DATA_SUFFIXES)]
+    # macOS adds __MACOSX/ and ._<name> resource files when it re-packs a zip: they are not data.
+    members = [m for m in zf.infolist() if not m.is_dir() and m.filename.lower().endswith(DATA_SUFFIXES)
+               and not m.filename.startswith("__MACOSX/") and not m.filename.rsplit("/", 1)[-1].startswith("._")]
     if len(members) != 1:
         names = ", ".join(m.filename for m in members) or "none"
         raise DataFormatError(f"{path}: a zip must hold exactly one .txt or .csv data file; it holds {names}")
@@ -69,7 +72,7 @@ def open_stream(path: str | Path) -> Iterator[tuple[IO[bytes], int, str]]:
         try:
             with zf.open(member) as stream:
                 yield stream, member.file_size, f"{path}:{member.filename}"
-        except zipfile.BadZipFile as e:  # a CRC or length mismatch, found as the member's stream ends
+        except (zipfile.BadZipFile, zlib.error, EOFError) as e:  # CRC, inflate or length: found as it is read
             raise DataFormatError(f"{path}: member {member.filename} is damaged ({e}); download it again") from None
 
 
@@ -123,6 +126,17 @@ def detect_device(path: str | Path, head: bytes, devices) -> str:
                           f"choose one with --device")
 
 
+def file_device(path: str | Path, devices) -> str | None:
+    """The device a file holds, as :func:`helpers.mindbigdata.parse_file` would choose it without ``--device``
+    (None for a spreadsheet export, which the parser refuses). Caches key on it, so that "detected" and "named"
+    reuse one cache."""
+    head = read_head(path)
+    kind = sniff(head)
+    if kind == "hf_csv":
+        return hf_columns(head.split(b"\n", 1)[0].decode("utf-8-sig").strip().split(","), devices)[0]
+    return detect_device(path, head, devices) if kind == "mindbigdata" else None
+
+
 def hf_columns(header: list[str], devices) -> tuple[str, list[str], int]:
     """``(device, [column per (channel, sample) in device order], n_samples)`` of a Hugging Face CSV header."""
     by_channel: dict[str, dict[int, str]] = {}
@@ -147,8 +161,9 @@ def hf_columns(header: list[str], devices) -> tuple[str, list[str], int]:
 def parse_hf_csv(path: str | Path, devices, report_cls, events_cls, device: str | None = None):
     """The Hugging Face MindBigData2022 CSV (``label``, then ``<channel>-<sample>`` columns in any order) as
     ``(Events, ParseReport)``. Rows become events in file order with ids 0, 1, ...; ``label`` -1 (random
-    action) is kept as code -1, as in the text files. A row with a missing or non-numeric value is skipped and
-    counted. The report's ``notes`` say what the CSV cannot tell (no event ids; its own random split)."""
+    action) is kept as code -1, as in the text files. A row with an empty, NaN or infinite value (or a label
+    outside -1..9) is skipped and counted; text where a number belongs refuses the file in one line. The
+    report's ``notes`` say what the CSV cannot tell (no event ids; its own random split)."""
     import pandas as pd
 
     t0 = time.perf_counter()
@@ -160,9 +175,13 @@ def parse_hf_csv(path: str | Path, devices, report_cls, events_cls, device: str 
         if device is not None and device != name:
             raise DataFormatError(f"{desc}: its columns are {name} channels, not {device}")
         spec = devices[name]
-        frame = pd.read_csv(fh, header=None, names=header, usecols=["label", *columns], engine="c",
-                            dtype={c: np.float32 for c in columns} | {"label": np.float64},
-                            on_bad_lines="error")
+        try:
+            frame = pd.read_csv(fh, header=None, names=header, usecols=["label", *columns], engine="c",
+                                dtype={c: np.float32 for c in columns} | {"label": np.float64},
+                                on_bad_lines="error")
+        except (ValueError, pd.errors.ParserError) as e:  # a non-numeric cell or a row of the wrong length
+            raise DataFormatError(f"{desc}: not a clean numeric CSV ({str(e).splitlines()[0][:200]}); every value "
+                                  f"must be a number (empty cells and NaN are counted and skipped)") from None
     labels = frame["label"].to_numpy()
     values = frame[columns].to_numpy(np.float32).reshape(len(frame), len(spec.channels), n_samples)
     ok_label = np.isfinite(labels) & (labels == np.round(labels)) & (labels >= -1) & (labels <= 9)

@@ -170,7 +170,9 @@ class Trainer:
                              f"events (one per process; BatchNorm needs two)")
         from torch.nn.parallel import DistributedDataParallel as DDP
 
-        ids = [self.device.index or 0] if self.device.type == "cuda" else None
+        if c.lambda_cls <= 0:  # the label head is then never used: DDP must not wait for its gradients
+            self.encoder.label_head.requires_grad_(False)
+        ids = [torch.cuda.current_device()] if self.device.type == "cuda" else None  # cuda:LOCAL_RANK
         self._encode = DDP(self._encode, device_ids=ids)
         self._generate = DDP(self.generator, device_ids=ids)
         self._discriminate = DDP(self.discriminator, device_ids=ids)
@@ -242,7 +244,9 @@ class Trainer:
                 d_fake = self._discriminate(fake).float()
         gen_emb = target_emb = None
         if c.lambda_clip > 0:
-            k = c.clip_batch if 0 < c.clip_batch < len(y) else len(y)
+            # Under torchrun each process holds a slice of the batch: clip_batch is shared out between them.
+            per_rank = math.ceil(c.clip_batch / self.world_size) if c.clip_batch > 0 else 0
+            k = per_rank if 0 < per_rank < len(y) else len(y)
             images, target_emb = fake[:k], self.stimulus_embeddings[y[:k]]
             if c.clip_views > 1:
                 images, target_emb = random_views(images, c.clip_views), target_emb.repeat(c.clip_views, 1)
@@ -392,7 +396,7 @@ class Trainer:
         except (ValueError, TypeError) as e:
             raise CheckpointError(f"cannot resume: the checkpoint's configuration is of another version ({e})") from None
         # Everything that shapes the result must match; only how long and where to run may differ.
-        free = {"epochs", "device", "num_workers", "profile", "mixed_precision", "world_size"}
+        free = {"epochs", "device", "num_workers", "profile", "mixed_precision", "world_size", "reference_epochs"}
         mismatched = {k: (v, getattr(self.config, k)) for k, v in saved.to_dict().items()
                       if k not in free and v != self.config.to_dict()[k]}
         mismatched.update({f"identity.{k}": (v, self.identity[k]) for k, v in state.get("identity", {}).items()

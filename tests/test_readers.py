@@ -125,3 +125,43 @@ def test_a_csv_saved_with_a_bom_and_windows_line_ends_is_still_the_csv(tmp_path)
     events, rep = mbd.parse_file(path)
     assert rep.device == "EP" and events.codes.tolist() == [4, 5]
     np.testing.assert_allclose(events.signals, values, rtol=1e-6)
+
+
+def test_detected_and_named_device_share_one_cache(tmp_path):
+    src, out = good_file(tmp_path), tmp_path / "c.npz"
+    assert not mbd.prepare(src, out)[2]
+    assert mbd.prepare(src, out, device="EP")[2] and mbd.prepare(src, out)[2]  # reused both times
+
+
+def test_a_zip_repacked_on_macos_and_a_broken_inflate_stream(tmp_path):
+    src = good_file(tmp_path, n=40)
+    mac = zipped(src, tmp_path / "mac.zip", {"EP1.01.txt": src.read_bytes(), "__MACOSX/._EP1.01.txt": b"\x00" * 80})
+    assert len(mbd.parse_file(mac)[0]) == 40
+    raw = bytearray(zipped(src, tmp_path / "z.zip").read_bytes())
+    refused = 0
+    for i in range(60, len(raw) - 200, max(1, (len(raw) - 260) // 40)):  # bytes all over the deflate stream
+        bad = bytearray(raw)
+        bad[i] ^= 0x55
+        (tmp_path / "b.zip").write_bytes(bytes(bad))
+        try:
+            mbd.parse_file(tmp_path / "b.zip", device="EP")
+        except readers.DataFormatError:
+            refused += 1  # CRC, inflate (zlib.error) or length: one line, never a traceback
+    assert refused >= 30
+
+
+def test_text_in_a_csv_value_refuses_the_file_in_one_line(tmp_path):
+    path, _ = hf_csv(tmp_path, [1, 2])
+    path.write_text(path.read_text().replace("\n1,", "\n1,abc,", 1))
+    with pytest.raises(readers.DataFormatError, match="numeric"):
+        mbd.parse_file(path)
+
+
+def test_notebook_01s_raw_lines_read_inside_the_zip(tmp_path):
+    from helpers.explore import raw_lines
+
+    src = good_file(tmp_path)
+    assert raw_lines(zipped(src, tmp_path / "r.zip")) == raw_lines(src)
+    assert raw_lines(src)[0].split("\t")[2] == "EP"
+    path, _ = hf_csv(tmp_path, [1])
+    assert len(raw_lines(path, n=1)[0]) < 300
