@@ -208,12 +208,13 @@ def train_data(prepared: PreparedData):
             TrainData.from_numpy(prepared.val.X, prepared.val.labels))
 
 
-def display_signals(events, idx) -> np.ndarray:
-    """Events as the model sees them before standardisation: band-passed, first 2 s, demeaned (for figures)."""
+def display_signals(events, idx, n_times: int) -> np.ndarray:
+    """Events as the model reads them, before standardisation: band-passed, the first ``n_times`` samples (the
+    features' crop, 1 s by default), demeaned (for figures: the signature grid shows what the model saw)."""
     from helpers.features import bandpass, demean, fix_length
 
     x = bandpass(events.signals[idx], events.sfreq, sizes=events.sizes[idx])
-    return demean(fix_length(x, events.sizes[idx], n_times=int(round(2 * events.sfreq))))
+    return demean(fix_length(x, events.sizes[idx], n_times=n_times))
 
 
 def class_mean_latents(trainer, prepared: PreparedData) -> torch.Tensor:
@@ -301,7 +302,7 @@ def evaluate_trainer(trainer, prepared: PreparedData, semantic: SemanticSetup, o
         fig_dir = out / "figures"
         flags = dict(clip_trained=bool(clip.trained), synthetic=prepared.synthetic, out_dir=fig_dir)
         n_show = min(8, len(test.X))
-        eeg = display_signals(prepared.digits, test.indices[:n_show])
+        eeg = display_signals(prepared.digits, test.indices[:n_show], prepared.features.config.n_times)
         viz.signature_grid(eeg, prepared.digits.sfreq, test.labels[:n_show], semantic.stimuli_uint8,
                            generated[:n_show], top_k_predictions(scores["judge_scores"][:n_show], 3),
                            channel_names=prepared.digits.channels, n_total=len(test.X), **flags)
