@@ -126,10 +126,14 @@ def _new_figure(width: float, height: float):
     return Figure(figsize=(width, height), layout="constrained")
 
 
-def render_loss_curves(history: list[dict], title: str = "") -> "Figure":
+def render_loss_curves(history: list[dict], title: str = "", weights: Mapping[str, float] | None = None,
+                       chance: float | None = None) -> "Figure":
     """Loss terms per epoch (left) and the validation semantic numbers (right) from ``Trainer.history``.
 
-    Terms left out of training (weight 0) are logged as NaN by the trainer and are not drawn.
+    Terms left out of training (weight 0) are logged as NaN by the trainer and are not drawn. With ``weights``
+    (``lambda_<term>`` -> weight) each term is drawn *weighted*, as it enters the total: what a slider changes is
+    then visible as the height of its curve (the discriminator's own loss stays as it is). ``chance``: top-1 of a
+    label-blind guess on the validation events' class mix (default: the uniform 0.1, marked as such).
     """
     fig = _new_figure(8.0, 3.2)
     ax_loss, ax_val = fig.subplots(1, 2)
@@ -137,11 +141,16 @@ def render_loss_curves(history: list[dict], title: str = "") -> "Figure":
     drawn = 0
     for key, label in CURVE_TERMS.items():
         ys = np.array([row.get(key, np.nan) for row in history], dtype=float)
+        lam = None if weights is None else weights.get(f"lambda_{key.removeprefix('train_')}")
+        if lam == 0:  # left out of the total (the trainer logs it as NaN)
+            continue
+        if lam is not None:
+            ys, label = lam * ys, f"{lam:g} x {label}"
         if np.isfinite(ys).any():
             ax_loss.plot(epochs, ys, marker="o", label=label)
             drawn += 1
     ax_loss.set_xlabel("epoch")
-    ax_loss.set_ylabel("loss (training mean)")
+    ax_loss.set_ylabel("weighted loss (training mean)" if weights is not None else "loss (training mean)")
     ax_loss.set_yscale("symlog", linthresh=0.1)
     if drawn:
         ax_loss.legend(fontsize=7)
@@ -151,7 +160,10 @@ def render_loss_curves(history: list[dict], title: str = "") -> "Figure":
         ys = np.array([row.get(key, np.nan) for row in history], dtype=float)
         if np.isfinite(ys).any():
             ax_val.plot(epochs, ys, marker="o", label=label)
-    ax_val.axhline(0.1, color="grey", ls="--", lw=1, label="chance top-1 (0.1)")
+    if chance is None:
+        ax_val.axhline(0.1, color="grey", ls="--", lw=1, label="chance top-1 (0.1)")
+    else:
+        ax_val.axhline(chance, color="grey", ls="--", lw=1, label=f"chance top-1 ({chance:.2f}, class mix)")
     ax_val.set_xlabel("epoch")
     ax_val.set_ylim(-0.02, max(1.05, ax_val.get_ylim()[1]))
     ax_val.legend(fontsize=7)
@@ -277,9 +289,15 @@ def on_train_clicked(session: TrainingSession, values: Mapping[str, Any], loss_o
     if warmup and weights["lambda_adv"] > 0:  # the figures must not credit epochs 1..warmup to the adv weight
         label += f"; adv from epoch {warmup + 1}"
     figs: dict = {}
+    from helpers.stats import chance_level
+    from helpers.train import VAL_MAX_EVENTS
+
+    scored = session.val.y.numpy()[:VAL_MAX_EVENTS]  # the events Trainer.validate scores, and their class mix
+    chance = chance_level(scored, 1, 10) if len(scored) else None
 
     def redraw(tr, row=None):
-        figs["loss_figure"] = render_loss_curves(tr.history, title=f"weights: {label}")
+        figs["loss_figure"] = render_loss_curves(tr.history, title=f"weights: {label}", weights=weights,
+                                                 chance=chance)
         figs["images_figure"] = render_generated_grid(tr.generate(x_show), y_show,
                                                       title=f"after epoch {tr.epoch} ({label})", banner=banner)
         _show(loss_out, figs["loss_figure"])

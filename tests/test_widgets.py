@@ -207,3 +207,14 @@ def test_connected_button_reports_bad_weights_instead_of_failing_silently(sessio
     assert handler() is None
     assert controls["status"].value.startswith("error:") and "all loss weights are 0" in controls["status"].value
     assert controls["button"].disabled is False
+
+
+def test_weighted_curves_show_what_a_slider_changes_and_chance_follows_the_class_mix():
+    weights = {"lambda_adv": 1.0, "lambda_rec": 10.0, "lambda_kl": 1.0, "lambda_clip": 5.0, "lambda_cls": 0.0}
+    fig = widgets.render_loss_curves(_history(), weights=weights, chance=0.23)
+    ax_loss, ax_val = fig.axes[:2]
+    lines = {line.get_label(): line for line in ax_loss.get_lines()}
+    np.testing.assert_allclose(lines["10 x L1 reconstruction"].get_ydata(), [5.0, 5.0, 5.0])
+    np.testing.assert_allclose(lines["5 x semantic 1 - cos"].get_ydata(), [2.0, 2.0, 2.0])
+    assert "discriminator" in lines and not any("label cross-entropy" in k for k in lines)  # weight 0: 0 x, not drawn
+    assert "chance top-1 (0.23, class mix)" in [line.get_label() for line in ax_val.get_lines()]
