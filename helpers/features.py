@@ -620,15 +620,9 @@ class FeaturePipeline:
         Every requested event gets a feature row; those above the training-fitted artefact threshold
         are flagged in ``rejected`` (not dropped): use ``.kept()`` and report ``.counts()``.
         """
-        self._require_fitted()
         cfg = self.config
-        src = self._source(data)
+        src, idx = self._fitted_source(data, idx)
         signals, sizes = src["signals"], src["sizes"]
-        if signals.shape[1] != self.n_channels_:
-            raise ValueError(f"fitted on {self.n_channels_} channels, got events with {signals.shape[1]}")
-        if self.channels_ is not None and src["channels"] is not None and tuple(src["channels"]) != self.channels_:
-            raise ValueError(f"channel order {tuple(src['channels'])} differs from the fitted {self.channels_}")
-        idx = _check_index(idx, signals.shape[0], "idx")
         n = len(idx)
         X = np.zeros((n, cfg.feature_dim), dtype=np.float32)
         ptp = np.zeros(n, dtype=np.float32)
@@ -647,16 +641,23 @@ class FeaturePipeline:
         return FeatureSet(X=X, indices=idx, rejected=rejected, ptp_uv=ptp, labels=codes, event_ids=ids,
                           too_short=short if short.any() else None)
 
+    def _fitted_source(self, data, idx) -> tuple[dict, np.ndarray]:
+        """``(source, checked idx)`` for applying the fitted transform: same channels, in the fitted order."""
+        self._require_fitted()
+        src = self._source(data)
+        n_ch = src["signals"].shape[1]
+        if n_ch != self.n_channels_:
+            raise ValueError(f"fitted on {self.n_channels_} channels, got events with {n_ch}")
+        if self.channels_ is not None and src["channels"] is not None and tuple(src["channels"]) != self.channels_:
+            raise ValueError(f"channel order {tuple(src['channels'])} differs from the fitted {self.channels_}")
+        return src, _check_index(idx, src["signals"].shape[0], "idx")
+
     def windows(self, data, idx) -> np.ndarray:
         """The signal the features start from, before decimation and PCA: band-passed, cropped to ``n_times``,
         demeaned and standardised per channel with the training statistics (float32 [m, channels, n_times]).
         The deep EEG references (helpers.eeg_references) read this, so they see what the features see."""
-        self._require_fitted()
-        src = self._source(data)
+        src, idx = self._fitted_source(data, idx)
         signals, sizes = src["signals"], src["sizes"]
-        if signals.shape[1] != self.n_channels_:
-            raise ValueError(f"fitted on {self.n_channels_} channels, got events with {signals.shape[1]}")
-        idx = _check_index(idx, signals.shape[0], "idx")
         out = np.zeros((len(idx), signals.shape[1], self.config.n_times), dtype=np.float32)
         for start, chunk in self._chunks(idx):
             x = self._preprocess(signals[chunk], sizes[chunk])

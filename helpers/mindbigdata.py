@@ -294,8 +294,8 @@ def parse_file(path: str | Path, device: str | None = None, strict: bool = False
     if kind == "spreadsheet":
         raise readers.DataFormatError(readers.spreadsheet_message(path, head))
     if kind == "hf_csv":
-        return readers.parse_hf_csv(path, DEVICES, ParseReport, Events, device)
-    spec = get_device(device or readers.detect_device(path, head, DEVICES))
+        return readers.parse_hf_csv(path, device)
+    spec = get_device(device or readers.detect_device(path, head))
     with readers.open_stream(path) as (fh, total_bytes, desc):
         return _parse_stream(fh, total_bytes, desc, spec, strict, progress, t0)
 
@@ -648,7 +648,7 @@ def prepare(path: str | Path, out: str | Path, device: str | None = None, strict
     path, out = Path(path), Path(out)
     if not path.is_file():
         raise FileNotFoundError(f"no such file: {path}")
-    fp = _fingerprint(path, device or readers.file_device(path, DEVICES), strict)
+    fp = _fingerprint(path, device or readers.file_device(path), strict)
     if out.is_file():
         try:
             if _read_meta(out).get("fingerprint") == fp:

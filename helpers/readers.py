@@ -107,8 +107,9 @@ def spreadsheet_message(path: str | Path, head: bytes) -> str:
             f"zip), not a re-saved copy")
 
 
-def detect_device(path: str | Path, head: bytes, devices) -> str:
+def detect_device(path: str | Path, head: bytes) -> str:
     """The device named by the MindBigData lines in ``head`` (third tab-separated field); refuses a mix."""
+    from helpers.mindbigdata import DEVICES as devices  # imported here: mindbigdata imports this module
     seen: dict[str, int] = {}
     for line in head.split(b"\n"):
         f = line.split(b"\t", 3)
@@ -126,19 +127,20 @@ def detect_device(path: str | Path, head: bytes, devices) -> str:
                           f"choose one with --device")
 
 
-def file_device(path: str | Path, devices) -> str | None:
+def file_device(path: str | Path) -> str | None:
     """The device a file holds, as :func:`helpers.mindbigdata.parse_file` would choose it without ``--device``
     (None for a spreadsheet export, which the parser refuses). Caches key on it, so that "detected" and "named"
     reuse one cache."""
     head = read_head(path)
     kind = sniff(head)
     if kind == "hf_csv":
-        return hf_columns(head.split(b"\n", 1)[0].decode("utf-8-sig").strip().split(","), devices)[0]
-    return detect_device(path, head, devices) if kind == "mindbigdata" else None
+        return hf_columns(head.split(b"\n", 1)[0].decode("utf-8-sig").strip().split(","))[0]
+    return detect_device(path, head) if kind == "mindbigdata" else None
 
 
-def hf_columns(header: list[str], devices) -> tuple[str, list[str], int]:
+def hf_columns(header: list[str]) -> tuple[str, list[str], int]:
     """``(device, [column per (channel, sample) in device order], n_samples)`` of a Hugging Face CSV header."""
+    from helpers.mindbigdata import DEVICES as devices
     by_channel: dict[str, dict[int, str]] = {}
     for col in header:
         m = _HF_COLUMN.match(col.strip())
@@ -158,7 +160,7 @@ def hf_columns(header: list[str], devices) -> tuple[str, list[str], int]:
     return spec.name, [by_channel[c.upper()][t] for c in spec.channels for t in range(n)], n
 
 
-def parse_hf_csv(path: str | Path, devices, report_cls, events_cls, device: str | None = None):
+def parse_hf_csv(path: str | Path, device: str | None = None):
     """The Hugging Face MindBigData2022 CSV (``label``, then ``<channel>-<sample>`` columns in any order) as
     ``(Events, ParseReport)``. Rows become events in file order with ids 0, 1, ...; ``label`` -1 (random
     action) is kept as code -1, as in the text files. A row with an empty, NaN or infinite value (or a label
@@ -166,15 +168,17 @@ def parse_hf_csv(path: str | Path, devices, report_cls, events_cls, device: str 
     report's ``notes`` say what the CSV cannot tell (no event ids; its own random split)."""
     import pandas as pd
 
+    from helpers.mindbigdata import DEVICES, Events, ParseReport
+
     t0 = time.perf_counter()
     with open_stream(path) as (fh, _, desc):
         header = fh.readline().decode("utf-8-sig").strip().split(",")
         if "label" not in header:
             raise DataFormatError(f"{desc}: no 'label' column in the CSV header")
-        name, columns, n_samples = hf_columns(header, devices)
+        name, columns, n_samples = hf_columns(header)
         if device is not None and device != name:
             raise DataFormatError(f"{desc}: its columns are {name} channels, not {device}")
-        spec = devices[name]
+        spec = DEVICES[name]
         try:
             frame = pd.read_csv(fh, header=None, names=header, usecols=["label", *columns], engine="c",
                                 dtype={c: np.float32 for c in columns} | {"label": np.float64},
@@ -187,7 +191,7 @@ def parse_hf_csv(path: str | Path, devices, report_cls, events_cls, device: str 
     ok_label = np.isfinite(labels) & (labels == np.round(labels)) & (labels >= -1) & (labels <= 9)
     ok_values = np.isfinite(values).all(axis=(1, 2))
     keep = ok_label & ok_values
-    rep = report_cls(path=desc, device=name, channels=list(spec.channels), sfreq=spec.sfreq)
+    rep = ParseReport(path=desc, device=name, channels=list(spec.channels), sfreq=spec.sfreq)
     rep.lines_total = rep.lines_device = int(len(frame))
     rep.events_total, rep.events_valid = int(len(frame)), int(keep.sum())
     skipped = {"code_out_of_range": int((~ok_label).sum()), "non_finite_value": int((ok_label & ~ok_values).sum())}
@@ -205,7 +209,7 @@ def parse_hf_csv(path: str | Path, devices, report_cls, events_cls, device: str 
     rep.notes = list(HF_NOTES)
     rep.seconds = round(time.perf_counter() - t0, 3)
     n_keep = int(keep.sum())
-    events = events_cls(signals=values[keep], sizes=np.full(n_keep, n_samples, np.int64), codes=codes,
+    events = Events(signals=values[keep], sizes=np.full(n_keep, n_samples, np.int64), codes=codes,
                         event_ids=np.flatnonzero(keep).astype(np.int64), channels=spec.channels, device=name,
                         sfreq=spec.sfreq)
     return events, rep

@@ -134,6 +134,10 @@ class Trainer:
         self.stimulus_embeddings = self.stimulus_embeddings.to(self.device, torch.float32).detach()
         betas = (c.adam_beta1, c.adam_beta2)
         self._check_schedule(c)
+        if c.world_size > 1 and (c.batch_size % c.world_size or c.batch_size // c.world_size < 2):
+            # Here, before the run's folder is written: each process trains on an equal slice of every batch.
+            raise ValueError(f"batch_size={c.batch_size} must split into {c.world_size} equal slices of at least 2 "
+                             f"events (one per process; BatchNorm needs two)")
         enc_lr = float(c.encoder_learning_rate)
         self.opt_g = torch.optim.Adam([{"params": list(self.encoder.parameters()), "lr": enc_lr or c.learning_rate},
                                        {"params": list(self.generator.parameters())}],
@@ -165,9 +169,6 @@ class Trainer:
             return
         c = self.config
         self.world_size = world
-        if c.batch_size % self.world_size or c.batch_size // self.world_size < 2:
-            raise ValueError(f"batch_size={c.batch_size} must split into {self.world_size} equal slices of at least 2 "
-                             f"events (one per process; BatchNorm needs two)")
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         if c.lambda_cls <= 0:  # the label head is then never used: DDP must not wait for its gradients
