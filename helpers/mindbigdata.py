@@ -4,27 +4,21 @@ Format (docs/DESIGN.md#mindbigdata-text-files): one tab-separated line per chann
 ``[id] [event] [device] [channel] [code] [size] [data]``, data = ``size`` comma-separated floats.
 An event is every line with one ``[event]`` id and the requested device, in whatever order.
 
-How the parser stays fast on the 2.86 GB EP file: it reads 32 MB blocks, does one cheap Python step
-per *line* (split off the six metadata fields; about 910 k lines), and parses the *values* of a whole
-block at once with pandas' C float parser (one token per value), so no Python runs per value. Each
-line's values go straight into the final ``[events, channels, samples]`` float32 array, which is the only
-large allocation: peak memory is about the size of the result.
+The parser itself (one pass per block, pandas' C float parser for the values, every core on big files) is
+``helpers.textparser``; this module holds the format's types, the entry point, the cache and the CLI.
 
 Nothing is lost silently: each skipped event is counted under the reason of its first bad line, every
 line is counted as blank, another device's, unreadable or ours, and strict mode stops with the line.
 """
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 import os
 import sys
 import time
 import zipfile
 import zlib
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,10 +62,6 @@ REASONS: dict[str, str] = {
 }
 
 CACHE_VERSION = 1
-_BLOCK_BYTES = 32 * 1024 * 1024
-_PROGRESS_MIN_BYTES = 200 * 1024 * 1024
-_MAX_EXAMPLES = 20
-_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 
 
 class MindBigDataError(ValueError):
@@ -184,98 +174,8 @@ def get_device(device: str) -> DeviceSpec:
 
 # ----------------------------------------------------------------------------------------------- parsing
 
-class _Event:
-    """Running state of one event id while the file streams past."""
-    __slots__ = ("slot", "first_line", "mask", "code", "size_min", "size_max", "fault", "fault_line", "detail")
-
-    def __init__(self, slot: int, line: int):
-        self.slot = slot
-        self.first_line = line
-        self.mask = 0  # bit per channel seen
-        self.code: int | None = None
-        self.size_min = 1 << 30
-        self.size_max = 0
-        self.fault: str | None = None
-        self.fault_line = 0
-        self.detail = ""
-
-    def flag(self, reason: str, line: int, detail: str = "") -> None:
-        # Keep the earliest bad line: value faults are found after the line loop of their block.
-        if self.fault is None or line < self.fault_line:
-            self.fault, self.fault_line, self.detail = reason, line, detail
-
-
-def _parse_values(joined: bytes, n_expected: int) -> np.ndarray | None:
-    """All values of a block in one call of pandas' C parser (one token per value), or None if any
-    token is not a float; the caller then finds the bad line(s) one line at a time."""
-    import pandas as pd
-    try:
-        # sep "\0" never splits a token: a stray tab inside the values makes the token unreadable.
-        df = pd.read_csv(io.BytesIO(joined), header=None, names=["v"], sep="\0", lineterminator=",",
-                         dtype=np.float64, engine="c", quoting=csv.QUOTE_NONE, skip_blank_lines=False,
-                         encoding="latin-1")
-    except (ValueError, pd.errors.ParserError):
-        return None
-    vals = df["v"].to_numpy()
-    return vals if vals.shape[0] == n_expected else None
-
-
-def _line_values(data: bytes) -> np.ndarray | None:
-    """One line's values with Python's float rules, or None when one is not a number."""
-    try:
-        return np.array(data.split(b","), dtype=np.float64)
-    except ValueError:
-        return None
-
-
-class _Store:
-    """The growing result array [slots, channels, width]; only large allocation of the parser."""
-
-    def __init__(self, n_channels: int):
-        self.c = n_channels
-        self.arr = np.zeros((0, n_channels, 0), np.float32)
-
-    def ensure(self, slots: int, width: int, slots_hint: int) -> None:
-        cap, _, w = self.arr.shape
-        if slots <= cap and width <= w:
-            return
-        new_cap = max(slots, cap if slots <= cap else int(cap * 1.5) + 16, slots_hint)
-        new_w = w if width <= w else width + 16  # a little headroom: sizes vary by a few samples
-        new = np.zeros((new_cap, self.c, new_w), np.float32)  # calloc: untouched pages cost nothing
-        if cap:
-            new[:cap, :, :w] = self.arr
-        self.arr = new
-
-    def finish(self, keep_slots: np.ndarray, width: int) -> np.ndarray:
-        """Compact in place to the kept slots and the final width, then shrink the allocation."""
-        arr, self.arr = self.arr, None
-        n, c, w = keep_slots.shape[0], self.c, arr.shape[2]
-        for i0 in range(0, n, 2048):
-            # keep_slots[i] >= i: moving rows forward never overwrites a row still to be read.
-            sl = keep_slots[i0:i0 + 2048]
-            if not (sl[0] == i0 and sl[-1] == i0 + len(sl) - 1):
-                arr[i0:i0 + len(sl)] = arr[sl]
-        rows = n * c
-        if width != w:
-            # Repack rows of length w into rows of length `width`; destinations never pass the sources.
-            flat = arr.reshape(-1)
-            for r0 in range(0, rows, 65536):
-                r1 = min(rows, r0 + 65536)
-                src = flat[r0 * w:r1 * w].reshape(-1, w)[:, :width].copy()
-                flat[r0 * width:r1 * width] = src.reshape(-1)
-            del flat
-        arr.resize((rows * width,), refcheck=False)  # realloc in place: no second full-size copy
-        return arr.reshape(n, c, width)
-
-
-def _auto_progress(total: int) -> bool:
-    if os.environ.get("CI") or os.environ.get("EEG2IMG_PROFILE", "").strip() == "ci":
-        return False
-    return total >= _PROGRESS_MIN_BYTES and sys.stderr.isatty()
-
-
 def parse_file(path: str | Path, device: str | None = None, strict: bool = False,
-               progress: bool | None = None) -> tuple[Events, ParseReport]:
+               progress: bool | None = None, workers: int | None = None) -> tuple[Events, ParseReport]:
     """Parse a MindBigData file into events of one device: the text format, the same inside a ``.zip`` (streamed),
     or the Hugging Face CSV, chosen by content (helpers.readers).
 
@@ -285,6 +185,8 @@ def parse_file(path: str | Path, device: str | None = None, strict: bool = False
     Strict: raise :class:`MindBigDataError` at the first bad line (missing channels can only be known
     at the end of the file, so they are raised after the whole file was read).
     ``progress``: None = a tqdm bar for big files on a terminal, never under CI.
+    ``workers``: processes that parse the text (helpers.textparser); None = every usable core for files of
+    96 MB and more, one below. The result and the line accounting do not depend on it.
     """
     t0 = time.perf_counter()
     if device is not None:
@@ -296,270 +198,19 @@ def parse_file(path: str | Path, device: str | None = None, strict: bool = False
     if kind == "hf_csv":
         return readers.parse_hf_csv(path, device)
     spec = get_device(device or readers.detect_device(path, head))
+    from helpers import parse_parallel, textparser  # the engine; it imports this module's types
+
     with readers.open_stream(path) as (fh, total_bytes, desc):
-        return _parse_stream(fh, total_bytes, desc, spec, strict, progress, t0)
-
-
-def _parse_stream(fh, total_bytes: int, path: str, spec: DeviceSpec, strict: bool, progress: bool | None,
-                  t0: float) -> tuple[Events, ParseReport]:
-    """The text parser over an open binary stream (a file, or a zip member); ``path`` names it in messages."""
-    c = len(spec.channels)
-    full_mask = (1 << c) - 1
-    chan_index = {name.encode(): i for i, name in enumerate(spec.channels)}
-    dev_b = spec.name.encode()
-    rep = ParseReport(path=str(path), device=spec.name, channels=list(spec.channels), sfreq=spec.sfreq)
-    events: dict[int, _Event] = {}
-    store = _Store(c)
-    other: dict[bytes, int] = {}
-
-    def unreadable(lineno: int, detail: str) -> None:
-        rep.lines_unreadable += 1
-        if len(rep.unreadable_examples) < _MAX_EXAMPLES:
-            rep.unreadable_examples.append({"line": lineno, "detail": detail})
-
-    bar = None
-    if progress or (progress is None and _auto_progress(total_bytes)):
-        from tqdm.auto import tqdm
-        bar = tqdm(total=total_bytes, unit="B", unit_scale=True, desc=f"parsing {Path(path).name}")
-
-    lineno = 0
-    slots_hint = 0
-    # Lenient mode overlaps the two halves of the work: this thread splits lines (Python, holds the GIL)
-    # while a worker parses the previous block's values (pandas' C parser and numpy, mostly without it).
-    pool = None if strict else ThreadPoolExecutor(max_workers=1)
-    pending = None
-    try:
-        while True:
-            block = fh.read(_BLOCK_BYTES)
-            if block and not block.endswith(b"\n"):
-                block += fh.readline()  # end the block at a line end
-            if not block:
-                break
-            if bar is not None:
-                bar.update(len(block))
-            lines = block.split(b"\n")
-            del block
-            if lines[-1] == b"":
-                lines.pop()  # the text after the last newline is not a line
-            # Per good line of our device: its event, channel, and the text of its values.
-            evs: list[_Event] = []
-            chans: list[int] = []
-            counts: list[int] = []
-            linenos: list[int] = []
-            datas: list[bytes] = []
-            block_faults: list[tuple[int, str, str]] = []  # strict mode: raise the earliest
-            evs_append, chans_append, counts_append = evs.append, chans.append, counts.append
-            linenos_append, datas_append = linenos.append, datas.append
-            for raw in lines:
-                lineno += 1
-                line = raw.rstrip()  # CRLF and trailing blanks are tolerated
-                if not line:
-                    rep.lines_blank += 1
-                    continue
-                f = line.split(b"\t", 6)
-                if len(f) < 3:
-                    unreadable(lineno, "fewer than 3 tab-separated fields")
-                    if strict:
-                        block_faults.append((lineno, "unreadable_line", "fewer than 3 tab-separated fields"))
-                        break
-                    continue
-                if f[2] != dev_b:
-                    other[f[2]] = other.get(f[2], 0) + 1
-                    continue
-                try:
-                    ev_id = int(f[1])
-                    if not _INT64_MIN <= ev_id <= _INT64_MAX:  # event ids are stored as int64
-                        raise OverflowError
-                except (ValueError, OverflowError) as e:
-                    detail = (f"event id {f[1][:20]!r} is "
-                              + ("outside the 64-bit integer range" if isinstance(e, OverflowError)
-                                 else "not an integer"))
-                    unreadable(lineno, detail)
-                    if strict:
-                        block_faults.append((lineno, "unreadable_line", detail))
-                        break
-                    continue
-                rep.lines_device += 1
-                ev = events.get(ev_id)
-                if ev is None:
-                    ev = events[ev_id] = _Event(len(events), lineno)
-                fault = detail = None
-                ch = -1
-                if len(f) < 7:
-                    fault, detail = "too_few_fields", f"{len(f)} fields"
-                else:
-                    ch = chan_index.get(f[3], -1)
-                    try:
-                        code = int(f[4])
-                    except ValueError:
-                        code = None
-                    try:
-                        size = int(f[5])
-                    except ValueError:
-                        size = -1
-                    if ch < 0:
-                        fault, detail = "unknown_channel", f"channel {f[3][:20].decode('latin-1')!r}"
-                    elif ev.mask >> ch & 1:
-                        fault, detail = "duplicate_channel", f"{spec.channels[ch]} appears twice"
-                    elif code is None:
-                        fault, detail = "bad_code", f"code {f[4][:20].decode('latin-1')!r}"
-                    elif not -1 <= code <= 9:
-                        fault, detail = "code_out_of_range", f"code {code}"
-                    elif ev.code is not None and code != ev.code:
-                        fault, detail = "inconsistent_code", f"code {code} after {ev.code}"
-                    elif size < 1:
-                        fault, detail = "bad_size", f"size {f[5][:20].decode('latin-1')!r}"
-                    else:
-                        try:
-                            if not _INT64_MIN <= int(f[0]) <= _INT64_MAX:
-                                raise ValueError
-                        except ValueError:
-                            fault, detail = "bad_id", f"id {f[0][:20].decode('latin-1')!r}"
-                    if fault is None:
-                        data = f[6]
-                        n = data.count(b",") + 1
-                        if n != size:
-                            fault, detail = "size_mismatch", f"size {size} but {n} values"
-                        else:  # a stray tab or letter inside the values is caught by the value parser
-                            ev.mask |= 1 << ch
-                            ev.code = code
-                            if n < ev.size_min:
-                                ev.size_min = n
-                            if n > ev.size_max:
-                                ev.size_max = n
-                            if ev.fault is None:  # values of an already-bad event need not be parsed
-                                evs_append(ev)
-                                chans_append(ch)
-                                counts_append(n)
-                                linenos_append(lineno)
-                                datas_append(data)
-                if fault is not None:
-                    ev.flag(fault, lineno, detail)
-                    if strict:
-                        block_faults.append((lineno, fault, detail))
-                        break  # later lines of this block cannot be the first fault
-            del lines
-            if slots_hint == 0 and events:
-                # Size the result once from the first block (bytes per event), to avoid regrowing it.
-                slots_hint = int(len(events) * total_bytes / max(1, fh.tell()) * 1.02) + 16
-            if pending is not None:
-                pending.result()  # at most one block in flight: bounded memory, errors surface here
-                pending = None
-            if datas:
-                job = (store, evs, chans, counts, linenos, datas, strict, block_faults, slots_hint)
-                if pool is None:
-                    _store_block(*job)
-                else:
-                    pending = pool.submit(_store_block, *job)
-            if strict and block_faults:
-                ln, reason, detail = min(block_faults)
-                raise MindBigDataError(str(path), ln, reason, detail)
-        if pending is not None:
-            pending.result()
-    finally:
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
-    if bar is not None:
-        bar.close()
-    rep.lines_total = lineno
-    rep.lines_other_device = sum(other.values())
-    rep.other_devices = {k.decode("latin-1"): v for k, v in sorted(other.items())}
-
-    # Events complete: missing channels, then choose the kept ones (file order = first appearance).
-    keep: list[_Event] = []
-    for ev_id, ev in events.items():
-        if ev.fault is None and ev.mask != full_mask:
-            missing = [spec.channels[i] for i in range(c) if not ev.mask >> i & 1]
-            ev.flag("missing_channel", ev.first_line, "no " + ",".join(missing))
-            if strict:
-                raise MindBigDataError(str(path), ev.first_line, "missing_channel",
-                                       f"event {ev_id} (first line {ev.first_line}) has no {','.join(missing)}")
-        if ev.fault is None:
-            keep.append(ev)
-        else:
-            rep.events_skipped[ev.fault] = rep.events_skipped.get(ev.fault, 0) + 1
-            if len(rep.skipped_examples) < _MAX_EXAMPLES:
-                rep.skipped_examples.append({"event": ev_id, "line": ev.fault_line, "reason": ev.fault,
-                                             "detail": ev.detail})
-    ids = np.fromiter(events.keys(), np.int64, len(events))
-    keep_slots = np.fromiter((ev.slot for ev in keep), np.int64, len(keep))
-    sizes = np.fromiter((ev.size_min for ev in keep), np.int64, len(keep))
-    codes = np.fromiter((ev.code for ev in keep), np.int64, len(keep))
-    width = int(sizes.max()) if len(keep) else 0
-    store.ensure(max(1, len(events)), width, 0)
-    signals = store.finish(keep_slots, width)
-    truncated = np.flatnonzero(np.fromiter((ev.size_min != ev.size_max for ev in keep), bool, len(keep)))
-    for i in truncated:  # channels longer than the event's shortest one: cut, so that zeros follow sizes[i]
-        signals[i, :, sizes[i]:] = 0
-    rep.events_size_truncated = int(truncated.size)
-    rep.events_total = len(events)
-    rep.events_valid = len(keep)
-    vals, cnts = np.unique(codes, return_counts=True)
-    rep.codes = {str(int(k)): int(v) for k, v in zip(vals, cnts)}
-    if len(keep):
-        rep.size_min, rep.size_max = int(sizes.min()), int(sizes.max())
-        rep.size_median = float(np.median(sizes))
-    rep.seconds = round(time.perf_counter() - t0, 3)
-    out = Events(signals=signals, sizes=sizes, codes=codes, event_ids=ids[keep_slots],
-                 channels=spec.channels, device=spec.name, sfreq=spec.sfreq)
-    return out, rep
-
-
-def _store_block(store: _Store, evs: list[_Event], chans, counts, linenos, datas,
-                 strict: bool, block_faults: list, slots_hint: int) -> None:
-    """Parse the values of one block's good lines and write them into the result array."""
-    counts_a = np.asarray(counts, np.int64)
-    starts = np.zeros(len(counts) + 1, np.int64)
-    np.cumsum(counts_a, out=starts[1:])
-    vals = _parse_values(b",".join(datas) + b",", int(starts[-1]))
-    bad_lines: dict[int, tuple[str, str]] = {}
-    if vals is None:  # some token is not a float: find which lines, with Python's float rules
-        parts = []
-        for i, d in enumerate(datas):
-            v = _line_values(d)
-            if v is None:
-                bad_lines[i] = ("non_numeric_value", "a value is not a number")
-                v = np.zeros(counts[i])
-            parts.append(v)
-        vals = np.concatenate(parts) if parts else np.zeros(0)
-    with np.errstate(over="ignore"):  # values beyond float32 become inf and are flagged just below
-        vals32 = vals.astype(np.float32)
-    del vals
-    nonfinite = ~np.isfinite(vals32)
-    if nonfinite.any():
-        for i in np.unique(np.searchsorted(starts, np.flatnonzero(nonfinite), side="right") - 1):
-            i = int(i)
-            if i not in bad_lines:
-                # Pandas reads empty or "NA" tokens as NaN: tell those apart from a real nan/inf.
-                v = _line_values(datas[i])
-                bad_lines[i] = (("non_numeric_value", "a value is not a number") if v is None
-                                else ("non_finite_value", "NaN, inf or beyond float32"))
-    slots_a = np.fromiter((ev.slot for ev in evs), np.int64, len(evs))
-    keep_line = np.ones(len(evs), bool)
-    if bad_lines:
-        for i, (reason, detail) in bad_lines.items():
-            evs[i].flag(reason, linenos[i], detail)
-            keep_line[i] = False
-            if strict:
-                block_faults.append((linenos[i], reason, detail))
-    if strict and block_faults:
-        return
-    width = int(counts_a.max())
-    store.ensure(int(slots_a.max()) + 1, width, slots_hint)
-    arr = store.arr
-    _, c, w = arr.shape
-    # Runs of lines that are consecutive channels of one event with one size are written as one
-    # [channels, size] rectangle: about one numpy call per event instead of index arrays per value.
-    ch_a = np.asarray(chans, np.int64)
-    cont = np.zeros(len(evs), bool)
-    cont[1:] = ((slots_a[1:] == slots_a[:-1]) & (ch_a[1:] == ch_a[:-1] + 1) & (counts_a[1:] == counts_a[:-1])
-                & keep_line[1:] & keep_line[:-1])
-    run_starts = np.flatnonzero(~cont).tolist()
-    slot_l, start_l, keep_l = slots_a.tolist(), starts.tolist(), keep_line.tolist()
-    for a, b in zip(run_starts, run_starts[1:] + [len(evs)]):
-        if keep_l[a]:
-            k, ch0 = counts[a], chans[a]
-            arr[slot_l[a], ch0:ch0 + b - a, :k] = vals32[start_l[a]:start_l[b]].reshape(b - a, k)
+        n = workers if workers is not None else parse_parallel.default_workers(total_bytes)
+        if n <= 1:
+            return textparser.parse_stream(fh, total_bytes, desc, spec, strict, progress, t0)
+        try:
+            return parse_parallel.parse_parallel(path, fh if readers.is_zip(path) else None, total_bytes, desc, spec,
+                                                 strict, progress, t0, n)
+        except parse_parallel.NotContiguous:
+            pass  # an event's lines are not together: the one-process pass is exact for any line order
+    with readers.open_stream(path) as (fh, total_bytes, desc):
+        return textparser.parse_stream(fh, total_bytes, desc, spec, strict, progress, t0)
 
 
 # ----------------------------------------------------------------------------------------------- cache
@@ -640,10 +291,10 @@ def load_cache(path: str | Path, *, with_report: bool = False):
 
 
 def prepare(path: str | Path, out: str | Path, device: str | None = None, strict: bool = False,
-            progress: bool | None = None) -> tuple[Events, ParseReport, bool]:
+            progress: bool | None = None, workers: int | None = None) -> tuple[Events, ParseReport, bool]:
     """Parse ``path`` once and cache it at ``out``; reuse the cache while the source is unchanged.
 
-    Returns ``(events, report, reused)``.
+    Returns ``(events, report, reused)``; ``workers`` as in :func:`parse_file`.
     """
     path, out = Path(path), Path(out)
     if not path.is_file():
@@ -656,7 +307,7 @@ def prepare(path: str | Path, out: str | Path, device: str | None = None, strict
                 return events, report, True
         except (CacheError, OSError) as e:  # a damaged cache is only a lost shortcut: rebuild it
             print(f"notice: {e}; rebuilding it from {path}", file=sys.stderr)
-    events, report = parse_file(path, device=device, strict=strict, progress=progress)
+    events, report = parse_file(path, device=device, strict=strict, progress=progress, workers=workers)
     save_cache(out, events, report, fp)
     return events, report, False
 

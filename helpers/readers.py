@@ -51,15 +51,19 @@ def _data_member(zf: zipfile.ZipFile, path: Path) -> zipfile.ZipInfo:
     return members[0]
 
 
+def is_zip(path: str | Path) -> bool:
+    """Whether ``path`` is a zip archive, by its first bytes."""
+    with open(path, "rb") as fh:
+        return fh.read(4) == ZIP_MAGIC
+
+
 @contextmanager
 def open_stream(path: str | Path) -> Iterator[tuple[IO[bytes], int, str]]:
     """``(binary stream, size in bytes, description)`` of ``path`` or, for a zip, of its one data member."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no such file: {path}")
-    with open(path, "rb") as fh:
-        is_zip = fh.read(4) == ZIP_MAGIC
-    if not is_zip:
+    if not is_zip(path):
         with open(path, "rb") as fh:
             yield fh, path.stat().st_size, str(path)
         return

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from helpers import mindbigdata as mbd
+from helpers import textparser
 
 EP = mbd.DEVICES["EP"].channels
 REPO = Path(__file__).resolve().parents[1]
@@ -187,7 +188,7 @@ def test_many_blocks_match_single_block(tmp_path, monkeypatch):
         lines += event_lines(i, i % 10, size=20 + i % 5)
     path = write(tmp_path, lines)
     ref, _ = mbd.parse_file(path)
-    monkeypatch.setattr(mbd, "_BLOCK_BYTES", 997)
+    monkeypatch.setattr(textparser, "BLOCK_BYTES", 997)
     small, rep = mbd.parse_file(path)
     assert rep.events_valid == 40
     np.testing.assert_array_equal(small.signals, ref.signals)
