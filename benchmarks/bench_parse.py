@@ -52,6 +52,7 @@ elif mode == "prepare":
     assert not reused
     n = len(events)
     extra["parse_seconds"] = report.seconds
+    extra["workers"] = parse_parallel.default_workers(os.path.getsize(path))
 elif mode == "load":
     events = mbd.load_cache(out)
     n = len(events)
