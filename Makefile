@@ -8,11 +8,12 @@ NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export MPLBACKEND := Agg
 
-.PHONY: run test lab bench clean-results help
+.PHONY: run test test-browser chromium lab bench clean-results help
 
 help:
 	@echo "make run    - the notebook series top to bottom (default profile), results in results/"
 	@echo "make test   - pytest on helpers, then nbval on every notebook (profile ci, offline)"
+	@echo "make test-browser - notebook 04's sliders in JupyterLab, driven by Playwright and chromium"
 	@echo "make lab    - JupyterLab on notebooks/"
 	@echo "make bench  - speed and memory benchmarks (benchmarks/)"
 
@@ -35,6 +36,20 @@ test: $(STAMP)
 	HF_HUB_OFFLINE=1 EEG2IMG_PROFILE=ci $(PY) -m pytest tests
 	@if [ -z "$(NOTEBOOKS)" ]; then echo "no notebooks yet"; else \
 	  HF_HUB_OFFLINE=1 EEG2IMG_PROFILE=ci $(PY) -m pytest --nbval-lax -p no:cacheprovider $(NOTEBOOKS); fi
+
+# Debian's chromium for the browser test: Playwright's own browser download needs a network it may not have.
+chromium:
+	@[ -n "$$CHROMIUM" ] || command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing chromium with apt-get (for the browser test)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else \
+	    echo "make: the browser test needs chromium: sudo apt-get install chromium (or CHROMIUM=/path/to/chromium)"; \
+	    exit 1; \
+	  fi; }
+
+test-browser: $(STAMP) chromium
+	EEG2IMG_REQUIRE_BROWSER=1 HF_HUB_OFFLINE=1 EEG2IMG_PROFILE=ci $(PY) -m pytest -p no:cacheprovider tests/test_browser.py
 
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab notebooks

@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -49,7 +49,12 @@ CURVE_TERMS: dict[str, str] = {
     "train_disc": "discriminator",
 }
 VAL_TERMS: dict[str, str] = {"val_clip": "val semantic 1 - cos", "val_semantic_top1": "val semantic top-1",
-                             "val_label_head_top1": "val label-head top-1"}
+                             "val_label_head_top1": "val label-head top-1",
+                             "val_judge_top1": "val judge top-1 (independent)"}
+# A click trains on at most this many training events per epoch, so that it answers in well under a minute on a
+# laptop CPU (the main run of section 2 uses them all). TrainingSession(max_train_events=None) lifts the cap.
+EXPLORE_TRAIN_EVENTS = 512
+EARLIER_RUNS_DRAWN = 4  # earlier runs overlaid on the curves (thin grey), most recent first
 
 
 # ------------------------------------------------------------------------------------------- values
@@ -85,7 +90,8 @@ def make_controls(config, epochs: int = 1) -> dict:
     """The widgets of the loss-weight explorer, set to ``config``'s weights.
 
     Keys: the five ``lambda_*`` FloatSliders, ``epochs`` (IntSlider), ``button``, ``status`` (Label),
-    ``loss_out`` and ``images_out`` (Output areas the callback draws into), ``box`` (the laid-out whole).
+    ``loss_out`` and ``images_out`` (Output areas the callback draws into), ``runs_out`` (the table of every run
+    of this session), ``box`` (the laid-out whole).
     """
     import ipywidgets as w
 
@@ -106,9 +112,10 @@ def make_controls(config, epochs: int = 1) -> dict:
     controls["status"] = w.Label(value="not trained yet")
     controls["loss_out"] = w.Output()
     controls["images_out"] = w.Output()
+    controls["runs_out"] = w.Output()
     sliders = w.VBox([controls[n] for n in (*WEIGHT_NAMES, "epochs")])
     controls["box"] = w.VBox([w.HBox([sliders, w.VBox([controls["button"], controls["status"]])]),
-                              w.HBox([controls["loss_out"], controls["images_out"]])])
+                              w.HBox([controls["loss_out"], controls["images_out"]]), controls["runs_out"]])
     return controls
 
 
@@ -127,17 +134,20 @@ def _new_figure(width: float, height: float):
 
 
 def render_loss_curves(history: list[dict], title: str = "", weights: Mapping[str, float] | None = None,
-                       chance: float | None = None) -> "Figure":
+                       chance: float | None = None, earlier: Sequence[tuple[str, list[dict]]] = ()) -> "Figure":
     """Loss terms per epoch (left) and the validation semantic numbers (right) from ``Trainer.history``.
 
     Terms left out of training (weight 0) are logged as NaN by the trainer and are not drawn. With ``weights``
     (``lambda_<term>`` -> weight) each term is drawn *weighted*, as it enters the total: what a slider changes is
     then visible as the height of its curve (the discriminator's own loss stays as it is). ``chance``: top-1 of a
     label-blind guess on the validation events' class mix (default: the uniform 0.1, marked as such).
+    ``earlier``: ``(label, history)`` of earlier runs, drawn thin and grey (their weighted total, and their judge
+    top-1, or semantic top-1 without a judge) so that a run can be compared with the ones before it.
     """
     fig = _new_figure(8.0, 3.2)
     ax_loss, ax_val = fig.subplots(1, 2)
     epochs = [row.get("epoch", i + 1) for i, row in enumerate(history)]
+    ticks = list(epochs)  # with earlier runs: every epoch any run reached
     drawn = 0
     for key, label in CURVE_TERMS.items():
         ys = np.array([row.get(key, np.nan) for row in history], dtype=float)
@@ -149,10 +159,17 @@ def render_loss_curves(history: list[dict], title: str = "", weights: Mapping[st
         if np.isfinite(ys).any():
             ax_loss.plot(epochs, ys, marker="o", label=label)
             drawn += 1
+    for i, (name, rows) in enumerate(earlier):
+        xs = [row.get("epoch", j + 1) for j, row in enumerate(rows)]
+        style = {"color": "grey", "lw": 1, "alpha": 0.8 - 0.15 * i, "ls": ("--", ":", "-.", (0, (1, 3)))[i % 4]}
+        ax_loss.plot(xs, [row.get("train_total", np.nan) for row in rows], label=f"{name}: total", **style)
+        key = "val_judge_top1" if any("val_judge_top1" in row for row in rows) else "val_semantic_top1"
+        ax_val.plot(xs, [row.get(key, np.nan) for row in rows], label=f"{name}: {VAL_TERMS[key]}", **style)
+        ticks = sorted(set(ticks) | set(xs))
     ax_loss.set_xlabel("epoch")
     ax_loss.set_ylabel("weighted loss (training mean)" if weights is not None else "loss (training mean)")
     ax_loss.set_yscale("symlog", linthresh=0.1)
-    if drawn:
+    if drawn or earlier:
         ax_loss.legend(fontsize=7)
     else:
         ax_loss.text(0.5, 0.5, "no epochs yet", ha="center", va="center", transform=ax_loss.transAxes)
@@ -167,11 +184,11 @@ def render_loss_curves(history: list[dict], title: str = "", weights: Mapping[st
     ax_val.set_xlabel("epoch")
     ax_val.set_ylim(-0.02, max(1.05, ax_val.get_ylim()[1]))
     ax_val.legend(fontsize=7)
-    if epochs:
+    if ticks:
         from helpers.viz import epoch_axis
 
         for ax in (ax_loss, ax_val):
-            epoch_axis(ax, epochs)
+            epoch_axis(ax, ticks)
     if title:
         fig.suptitle(title, fontsize=9)
     return fig
@@ -229,23 +246,42 @@ def example_indices(labels, per_class: int = 1, n_classes: int = 10) -> np.ndarr
 # ------------------------------------------------------------------------------------------- training
 
 @dataclass
-class TrainingSession:
-    """What the button trains: the data, the frozen CLIP setup, and the trainer of the current weights.
+class RunRecord:
+    """One run of the explorer: its weights and, per epoch, the trainer's row plus the judge's top-1."""
+    number: int
+    weights: dict
+    rows: list = field(default_factory=list)
+    seconds: float = 0.0
 
-    ``train`` / ``val`` are helpers.train.TrainData; ``semantic`` is helpers.pipeline.SemanticSetup.
-    Short exploratory runs keep no checkpoints (``out_dir`` None) unless one is given.
+    @property
+    def label(self) -> str:
+        return f"run {self.number}"
+
+
+@dataclass
+class TrainingSession:
+    """What the button trains: the data, the frozen CLIP setup, the trainer of the current weights, and every run.
+
+    ``train`` / ``val`` are helpers.train.TrainData; ``semantic`` is helpers.pipeline.SemanticSetup; ``judge``
+    (optional, helpers.judge) scores the generated validation images after every epoch, independently of CLIP.
+    A click trains on the first ``max_train_events`` training events (None: all). Short exploratory runs keep no
+    checkpoints (``out_dir`` None) unless one is given.
     """
     config: Any
     train: Any
     val: Any
     semantic: Any
     out_dir: Any = None
+    judge: Any = None
+    max_train_events: int | None = EXPLORE_TRAIN_EVENTS
     trainer: Any = None
     weights: dict = field(default_factory=dict)
     figures: dict = field(default_factory=dict)
+    runs: list = field(default_factory=list)
 
     def trainer_for(self, weights: Mapping[str, float]):
-        """The trainer for these weights: the current one if they are unchanged, else a new one (same seed)."""
+        """The trainer for these weights: the current one if they are unchanged, else a new one (same seed) and a
+        new entry in ``runs``."""
         from helpers.pipeline import build_trainer
 
         weights = {k: float(weights[k]) for k in WEIGHT_NAMES}
@@ -253,11 +289,43 @@ class TrainingSession:
             config = dataclasses.replace(self.config, **weights)
             self.trainer = build_trainer(config, self.semantic, self.out_dir)
             self.weights = weights
+            self.runs.append(RunRecord(len(self.runs) + 1, dict(weights)))
         return self.trainer
+
+    def train_subset(self):
+        n = self.max_train_events
+        if n is None or len(self.train) <= n:
+            return self.train
+        return dataclasses.replace(self.train, x=self.train.x[:n], y=self.train.y[:n])
+
+
+def run_table(runs: Sequence[RunRecord]):
+    """One row per run, as of its last epoch: weights, epochs, the weighted total and each term's share of it (in %),
+    and the validation top-1 numbers (judge, CLIP's ranking, label head). A pandas DataFrame."""
+    import pandas as pd
+
+    out = []
+    for run in runs:
+        last = run.rows[-1] if run.rows else {}
+        row: dict[str, Any] = {"run": run.number}
+        row.update({k.removeprefix("lambda_"): v for k, v in run.weights.items()})
+        row["epochs"] = int(last.get("epoch", 0))
+        total = last.get("train_total", np.nan)
+        row["total"] = round(total, 3)
+        for name in WEIGHT_NAMES:
+            term = name.removeprefix("lambda_")
+            value = run.weights[name] * last.get(f"train_{term}", np.nan) if run.weights[name] else 0.0
+            row[f"{term} %"] = round(100 * value / total, 1) if total and np.isfinite(total) else np.nan
+        for key, name in (("val_judge_top1", "judge top-1"), ("val_semantic_top1", "semantic top-1"),
+                          ("val_label_head_top1", "label-head top-1")):
+            row[name] = round(last.get(key, np.nan), 3)
+        row["seconds"] = round(run.seconds, 1)
+        out.append(row)
+    return pd.DataFrame(out).set_index("run") if out else pd.DataFrame()
 
 
 def _show(out, fig) -> None:
-    """Replace what ``out`` (an ipywidgets.Output, or None) shows with ``fig``."""
+    """Replace what ``out`` (an ipywidgets.Output, or None) shows with ``fig`` (a figure or a table)."""
     if out is None:
         return
     from IPython.display import display
@@ -268,16 +336,20 @@ def _show(out, fig) -> None:
 
 
 def on_train_clicked(session: TrainingSession, values: Mapping[str, Any], loss_out=None, images_out=None,
-                     status=None, progress: bool = False, n_per_class: int = 1) -> dict:
+                     status=None, progress: bool = False, n_per_class: int = 1, runs_out=None) -> dict:
     """What the Train button does: train ``values['epochs']`` more epochs with ``values``' weights.
 
-    After every epoch the loss curves and the generated digits of the first validation event of each
-    digit are redrawn in ``loss_out`` / ``images_out`` (Output widgets, or None). Returns
-    ``{"history", "loss_figure", "images_figure", "trainer", "weights"}``.
+    After every epoch the loss curves (earlier runs overlaid), the generated digits of the first validation event
+    of each digit and the run table are redrawn in ``loss_out`` / ``images_out`` / ``runs_out`` (Output widgets,
+    or None), and the judge scores the generated validation images. Returns
+    ``{"history", "loss_figure", "images_figure", "run_table", "trainer", "weights", "run"}``.
     """
+    import time
+
     checked = weights_from_sliders(values)
     weights = {k: checked[k] for k in WEIGHT_NAMES}
     trainer = session.trainer_for(weights)
+    run = session.runs[-1]
     target = trainer.epoch + int(checked["epochs"])
     idx = example_indices(session.val.y.numpy(), per_class=n_per_class)
     x_show, y_show = session.val.x[idx], session.val.y[idx].numpy()
@@ -294,34 +366,48 @@ def on_train_clicked(session: TrainingSession, values: Mapping[str, Any], loss_o
 
     scored = session.val.y.numpy()[:VAL_MAX_EVENTS]  # the events Trainer.validate scores, and their class mix
     chance = chance_level(scored, 1, 10) if len(scored) else None
+    earlier = [(r.label, r.rows) for r in reversed(session.runs[:-1]) if r.rows][:EARLIER_RUNS_DRAWN]
+    t_start = time.perf_counter()
+    seconds_before = run.seconds
 
     def redraw(tr, row=None):
-        figs["loss_figure"] = render_loss_curves(tr.history, title=f"weights: {label}", weights=weights,
-                                                 chance=chance)
+        if row is not None:
+            row = dict(row)
+            if session.judge is not None:  # the independent referee, on the images Trainer.validate scored
+                images = tr.generate(session.val.x[:VAL_MAX_EVENTS])
+                row["val_judge_top1"] = float((session.judge.predict(images) == scored).mean())
+            run.rows.append(row)
+        run.seconds = seconds_before + time.perf_counter() - t_start
+        figs["loss_figure"] = render_loss_curves(run.rows, title=f"run {run.number}, weights: {label}",
+                                                 weights=weights, chance=chance, earlier=earlier)
         figs["images_figure"] = render_generated_grid(tr.generate(x_show), y_show,
-                                                      title=f"after epoch {tr.epoch} ({label})", banner=banner)
+                                                      title=f"run {run.number} after epoch {tr.epoch} ({label})",
+                                                      banner=banner)
+        figs["run_table"] = run_table(session.runs)
         _show(loss_out, figs["loss_figure"])
         _show(images_out, figs["images_figure"])
+        _show(runs_out, figs["run_table"])
         if status is not None and row is not None:
             top1 = row.get("val_semantic_top1", float("nan"))
-            status.value = (f"epoch {tr.epoch}/{target}: total {row.get('train_total', float('nan')):.3f}, "
-                            f"val semantic top-1 {top1:.2f}"
+            status.value = (f"run {run.number}, epoch {tr.epoch}/{target}: total {row.get('train_total', float('nan')):.3f}"
+                            + (f", val judge top-1 {row['val_judge_top1']:.2f}" if "val_judge_top1" in row else "")
+                            + f", val semantic top-1 {top1:.2f}"
                             + (f", label head {row['val_label_head_top1']:.2f}" if "val_label_head_top1" in row else "")
                             + (f"; adversarial term off until epoch {tr.config.adv_warmup_epochs + 1} (warm-up)"
                                if tr.epoch < tr.config.adv_warmup_epochs else ""))
 
     if status is not None:
-        status.value = f"training epochs {trainer.epoch + 1}-{target} ..."
-    trainer.fit(session.train, session.val, epochs=target, progress=progress, on_epoch_end=redraw)
+        status.value = f"run {run.number}: training epochs {trainer.epoch + 1}-{target} ..."
+    trainer.fit(session.train_subset(), session.val, epochs=target, progress=progress, on_epoch_end=redraw)
     if "loss_figure" not in figs:  # nothing to train (cannot happen with epochs >= 1, kept for safety)
         redraw(trainer)
     session.figures = figs
-    return {"history": list(trainer.history), "trainer": trainer, "weights": weights, **figs}
+    return {"history": list(trainer.history), "trainer": trainer, "weights": weights, "run": run, **figs}
 
 
 def connect(controls: Mapping[str, Any], session: TrainingSession,
             callback: Callable[..., dict] = on_train_clicked) -> Callable:
-    """Make the button run ``callback(session, read_values(controls), loss_out, images_out, status)``.
+    """Make the button run ``callback(session, read_values(controls), loss_out, images_out, status, runs_out=...)``.
 
     Errors (e.g. all weights 0) are shown in the status label and the loss area instead of vanishing
     into the browser console. Returns the click handler (tests call it directly).
@@ -331,7 +417,7 @@ def connect(controls: Mapping[str, Any], session: TrainingSession,
         button.disabled = True
         try:
             return callback(session, read_values(controls), controls["loss_out"], controls["images_out"],
-                            controls["status"])
+                            controls["status"], runs_out=controls.get("runs_out"))
         except Exception as e:  # shown to the user; re-raised nowhere since a widget callback has no caller
             controls["status"].value = f"error: {e}"
             with controls["loss_out"]:

@@ -200,7 +200,7 @@ def test_connected_button_reports_bad_weights_instead_of_failing_silently(sessio
     controls = widgets.make_controls(config)
     session = widgets.TrainingSession(config, train, val, semantic)
     calls = []
-    handler = widgets.connect(controls, session, callback=lambda *a: calls.append(a) or {"ok": True})
+    handler = widgets.connect(controls, session, callback=lambda *a, **kw: calls.append(a) or {"ok": True})
     assert handler() == {"ok": True} and calls[0][0] is session and calls[0][1]["lambda_clip"] == 5.0
     for name in widgets.WEIGHT_NAMES:
         controls[name].value = 0.0
@@ -218,3 +218,55 @@ def test_weighted_curves_show_what_a_slider_changes_and_chance_follows_the_class
     np.testing.assert_allclose(lines["5 x semantic 1 - cos"].get_ydata(), [2.0, 2.0, 2.0])
     assert "discriminator" in lines and not any("label cross-entropy" in k for k in lines)  # weight 0: 0 x, not drawn
     assert "chance top-1 (0.23, class mix)" in [line.get_label() for line in ax_val.get_lines()]
+
+
+class _Judge:
+    """A stand-in referee: says digit ``answer`` for every image (or the truth, when ``truth`` is given)."""
+
+    def __init__(self, answer=0, truth=None):
+        self.answer, self.truth = answer, truth
+
+    def predict(self, images):
+        n = len(images)
+        return np.asarray(self.truth[:n]) if self.truth is not None else np.full(n, self.answer)
+
+
+def test_run_table_keeps_every_run_and_earlier_runs_are_overlaid(session_parts):
+    config, train, val, semantic = session_parts
+    truth = val.y.numpy()
+    session = widgets.TrainingSession(config, train, val, semantic, judge=_Judge(truth=truth))
+    base = {"lambda_adv": 1.0, "lambda_rec": 10.0, "lambda_kl": 1.0, "lambda_clip": 5.0, "lambda_cls": 1.0}
+    runs_out = FakeOutput()
+    widgets.on_train_clicked(session, {**base, "epochs": 1}, runs_out=runs_out)
+    widgets.on_train_clicked(session, {**base, "epochs": 1})  # same weights: run 1 continues
+    res = widgets.on_train_clicked(session, {**base, "lambda_clip": 0.0, "epochs": 1}, runs_out=runs_out)
+    table = res["run_table"]
+    assert list(table.index) == [1, 2] and table.loc[1, "epochs"] == 2 and table.loc[2, "epochs"] == 1
+    assert table.loc[1, "clip"] == 5.0 and table.loc[2, "clip"] == 0.0 and table.loc[2, "clip %"] == 0.0
+    shares = table[[c for c in table.columns if c.endswith(" %")]]
+    np.testing.assert_allclose(shares.sum(axis=1), 100.0, atol=0.3)  # the weighted terms make up the total
+    assert (table["judge top-1"] == 1.0).all()  # the stand-in judge answers the truth
+    assert runs_out.cleared == 2  # the table is redrawn after every epoch of the clicks that show it
+    ax_loss, ax_val = res["loss_figure"].axes[:2]
+    assert any(line.get_label().startswith("run 1: val judge top-1") for line in ax_val.get_lines())
+    assert any(line.get_label() == "run 1: total" for line in ax_loss.get_lines())
+    assert "val_judge_top1" in res["run"].rows[-1]
+
+
+def test_judge_top1_is_scored_against_the_validation_labels(session_parts):
+    config, train, val, semantic = session_parts
+    session = widgets.TrainingSession(config, train, val, semantic, judge=_Judge(answer=3))
+    status = FakeLabel()
+    res = widgets.on_train_clicked(session, {"lambda_rec": 10.0, "epochs": 1, "lambda_adv": 0.0, "lambda_kl": 0.0,
+                                             "lambda_clip": 0.0, "lambda_cls": 0.0}, status=status)
+    expected = float((val.y.numpy() == 3).mean())
+    assert res["run"].rows[-1]["val_judge_top1"] == pytest.approx(expected)
+    assert f"val judge top-1 {expected:.2f}" in status.value
+
+
+def test_a_click_trains_on_at_most_max_train_events(session_parts):
+    config, train, val, semantic = session_parts
+    session = widgets.TrainingSession(config, train, val, semantic, max_train_events=16)
+    assert len(session.train_subset().y) == 16
+    assert torch.equal(session.train_subset().x, train.x[:16])
+    assert widgets.TrainingSession(config, train, val, semantic, max_train_events=None).train_subset() is train
