@@ -46,6 +46,7 @@ from torch import nn
 
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint, write_text_atomic
 from .stimuli import N_DIGITS, render_digit
+from helpers.log import logger
 
 DIGIT_CLIP_NAME = "digit-clip"  # the clip_model contract value
 # Bump when the architecture, data, augmentation, captions or training change: caches of another version retrain.
@@ -285,8 +286,10 @@ def train(recipe: Recipe = FULL_RECIPE, progress: bool | None = None) -> tuple[n
     """
     from tqdm.auto import tqdm
 
-    if progress is None:  # bars for people, not for CI logs (as helpers.train)
-        progress = not (os.environ.get("CI") or os.environ.get("EEG2IMG_PROFILE") == "ci")
+    if progress is None:  # bars for people, not for CI or a log file (helpers.log)
+        from helpers.log import progress_enabled
+
+        progress = progress_enabled()
     t0, c0, prev_threads = time.perf_counter(), time.process_time(), torch.get_num_threads()
     torch.set_num_threads(recipe.threads)
     try:
@@ -425,15 +428,14 @@ def load_or_train(recipe: Recipe = FULL_RECIPE, cache_dir: str | Path | None = N
             return _load_cached(recipe, pt, record)
         except ValueError as e:
             warnings.warn(f"digit-CLIP cache {pt} is not used: {e}. Retraining.", UserWarning, stacklevel=2)
-    print(f"training digit-CLIP (recipe {recipe.name}, v{RECIPE_VERSION}, {recipe.steps} steps); cached in {pt}",
-          flush=True)
+    logger.info(f"training digit-CLIP (recipe {recipe.name}, v{RECIPE_VERSION}, {recipe.steps} steps); cached in {pt}")
     model, meta = train(recipe, progress=progress)
     save_checkpoint({"state_dict": model.state_dict(), "recipe": recipe.to_dict()}, pt)
     sha = _sha256(pt)
     write_text_atomic(record, json.dumps({"recipe": recipe.to_dict(), "sha256": sha, "metadata": meta}, indent=1))
-    print(f"digit-CLIP: {meta['train_seconds']:.0f} s training; zero-shot {meta['stimuli_correct_64px']}/10 stimuli, "
+    logger.info(f"digit-CLIP: {meta['train_seconds']:.0f} s training; zero-shot {meta['stimuli_correct_64px']}/10 stimuli, "
           f"held-out handwriting {meta['heldout_handwritten_accuracy']:.3f}, held-out font "
           f"{meta['heldout_font_augmented_accuracy']:.3f}; stimulus cosine off-diagonal mean "
           f"{meta['untrained']['stimuli_cosine_offdiag_mean']:.3f} untrained -> "
-          f"{meta['stimuli_cosine_offdiag_mean']:.3f}", flush=True)
+          f"{meta['stimuli_cosine_offdiag_mean']:.3f}")
     return DigitClip(model, meta, sha, pt)

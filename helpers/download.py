@@ -23,6 +23,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from helpers.atomic import fsync_dir, write_text_atomic
+from helpers.log import progress_enabled
 
 # The files the MindBigData "open database" page links (https://mindbigdata.com/opendb/), one per device.
 OFFICIAL_URLS = {dev: f"https://mindbigdata.com/opendb/MindBigData-{dev}-v1.0.zip" for dev in ("EP", "MW", "MU", "IN")}
@@ -90,7 +91,7 @@ def download(url: str, out_dir: str | Path = "dataset", progress: bool | None = 
                 have = 0  # the server sent the whole file: start the .part again
             length = response.headers.get("Content-Length")
             total = have + int(length) if length is not None else None
-            show = progress if progress is not None else not os.environ.get("CI")
+            show = progress if progress is not None else progress_enabled()
             bar = tqdm(total=total, initial=have, unit="B", unit_scale=True, desc=f"downloading {name}",
                        disable=not show)
             try:

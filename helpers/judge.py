@@ -24,6 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .stimuli import N_DIGITS, render_digit
+from helpers.log import logger
 
 # Bump when the architecture, fonts, augmentation or training recipe changes: cached weights of
 # another version are retrained rather than silently reused.
@@ -271,7 +272,7 @@ def _train_judge(seed: int, steps: int, batch_size: int, lr: float, n_heldout: i
             opt.step()
             sched.step()
             if verbose and (step + 1) % 100 == 0:
-                print(f"judge step {step + 1}/{steps} loss {loss.item():.3f}")
+                logger.info(f"judge step {step + 1}/{steps} loss {loss.item():.3f}")
     # Held-out seeds are far from the training seed so the draws never coincide.
     n_seen = n_heldout * 2 // 3
     x_seen, y_seen = make_dataset(TRAIN_FONTS, n_seen, seed=seed + 100_003, base=train_base)
@@ -344,7 +345,7 @@ def load_or_train_judge(cache_dir: str | os.PathLike | None = None, seed: int = 
         try:
             judge = load_judge(path)
             if verbose:
-                print(f"judge loaded from {path} (held-out accuracy {judge.heldout_accuracy:.4f})")
+                logger.info(f"judge loaded from {path} (held-out accuracy {judge.heldout_accuracy:.4f})")
             return judge
         except Exception as e:  # a damaged or outdated cache is rebuilt, never trusted
             warnings.warn(f"judge cache {path} unusable ({e}); retraining", stacklevel=2)
@@ -354,6 +355,6 @@ def load_or_train_judge(cache_dir: str | os.PathLike | None = None, seed: int = 
                            f"(< {min_accuracy}); it would be a bad referee")
     save_judge(judge, path)
     if verbose:
-        print(f"judge trained in {judge.metadata['train_seconds']:.0f} s, held-out accuracy "
+        logger.info(f"judge trained in {judge.metadata['train_seconds']:.0f} s, held-out accuracy "
               f"{judge.heldout_accuracy:.4f}; saved to {path}")
     return judge

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from helpers import readers
+from helpers.log import logger
 
 
 @dataclass(frozen=True)
@@ -202,6 +203,7 @@ def parse_file(path: str | Path, device: str | None = None, strict: bool = False
 
     with readers.open_stream(path) as (fh, total_bytes, desc):
         n = workers if workers is not None else parse_parallel.default_workers(total_bytes)
+        logger.debug(f"parsing {desc} ({total_bytes / 1e6:.0f} MB) with {n} process{'es' if n > 1 else ''}")
         if n <= 1:
             return textparser.parse_stream(fh, total_bytes, desc, spec, strict, progress, t0)
         try:
@@ -304,11 +306,13 @@ def prepare(path: str | Path, out: str | Path, device: str | None = None, strict
         try:
             if _read_meta(out).get("fingerprint") == fp:
                 events, report = load_cache(out, with_report=True)
+                logger.debug(f"{out}: cache reused ({path} unchanged)")
                 return events, report, True
         except (CacheError, OSError) as e:  # a damaged cache is only a lost shortcut: rebuild it
             print(f"notice: {e}; rebuilding it from {path}", file=sys.stderr)
     events, report = parse_file(path, device=device, strict=strict, progress=progress, workers=workers)
     save_cache(out, events, report, fp)
+    logger.debug(f"{out}: cache written ({report.seconds:.1f} s to parse {path})")
     return events, report, False
 
 

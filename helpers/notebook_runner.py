@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from helpers.config import REPO_ROOT
+from helpers.log import logger
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 
@@ -33,7 +34,7 @@ def execute_series(out_dir: str | Path, timeout: int = 3600, folder: Path = NOTE
     written = []
     for nb_path in notebooks:
         t0 = time.perf_counter()
-        print(f"running {nb_path.name} ...", flush=True)
+        logger.info(f"running {nb_path.name} ...")
         nb = nbformat.read(nb_path, as_version=4)
         client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
                                 resources={"metadata": {"path": str(nb_path.parent)}})
@@ -46,7 +47,7 @@ def execute_series(out_dir: str | Path, timeout: int = 3600, folder: Path = NOTE
         target = out_dir / nb_path.name
         nbformat.write(nb, target)
         written.append(target)
-        print(f"  done in {time.perf_counter() - t0:.0f} s -> {target}", flush=True)
+        logger.info(f"  done in {time.perf_counter() - t0:.0f} s -> {target}")
     return written
 
 

@@ -40,7 +40,12 @@ from helpers.nbtables import (CLIP_EFFECT_JSON, clip_effect_table, comparison_ta
 # ------------------------------------------------------------------------------------------- config & paths
 
 def notebook_config(profile: str | None = None, **overrides) -> Config:
-    """The config of the active profile (``$EEG2IMG_PROFILE``, default ``cpu``), with optional overrides."""
+    """The config of the active profile (``$EEG2IMG_PROFILE``, default ``cpu``), with optional overrides.
+
+    The notebooks' edge: it also shows the package's log (INFO: run stages, one line per epoch) in the notebook."""
+    from helpers.log import set_log_level
+
+    set_log_level("INFO")
     return make_config(profile or active_profile(), overrides or None)
 
 
@@ -196,7 +201,7 @@ def load_data(config: Config, data_path: str | Path | None = None):
 # ------------------------------------------------------------------------------------------- notebooks 04-05
 
 def train_or_resume(config: Config, prepared: Any, semantic: Any, out_dir: str | Path | None = None,
-                    progress: bool | None = None, log=print, force: bool = False):
+                    progress: bool | None = None, log=None, force: bool = False):
     """The profile's main training run in ``out_dir`` (default :func:`run_dir`), with per-epoch checkpoints.
 
     The same rule as ``python -m helpers run --resume`` (:func:`helpers.pipeline.open_run`): a finished
@@ -207,8 +212,10 @@ def train_or_resume(config: Config, prepared: Any, semantic: Any, out_dir: str |
     written before that check). ``force=True`` replaces such a run with a fresh one in the same folder, like
     ``run --force``; copy the folder first (or pass another ``out_dir``) to keep the old run.
     """
+    from helpers.log import logger
     from helpers.pipeline import open_run, train_data
 
+    log = log or logger.info
     out = Path(out_dir) if out_dir is not None else run_dir(config)
     trainer, resumed = open_run(config, prepared, semantic, out, resume=True, force=force, log=log)
     if resumed and trainer.epoch >= config.epochs:

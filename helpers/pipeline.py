@@ -20,6 +20,7 @@ import torch
 
 from helpers.config import UNTRAINED_CLIP_NOTE, Config, make_config, results_dir
 from helpers.eeg_references import REFERENCE_LABELS, train_references
+from helpers.log import logger
 
 
 @dataclass
@@ -240,7 +241,7 @@ def oracle_label_images(trainer, class_means: torch.Tensor, labels: np.ndarray) 
 
 
 def evaluate_trainer(trainer, prepared: PreparedData, semantic: SemanticSetup, out_dir: str | Path | None = None,
-                     judge=None, log=print, n_permutations: int = 1000, figures: bool = True) -> dict:
+                     judge=None, log=None, n_permutations: int = 1000, figures: bool = True) -> dict:
     """Score the held-out test (and validation) events, write ``metrics.json`` and the figures.
 
     Semantic accuracy ranks the 10 stimulus CLIP embeddings by cosine to each generated image; the judge
@@ -252,6 +253,7 @@ def evaluate_trainer(trainer, prepared: PreparedData, semantic: SemanticSetup, o
                                   top_k_predictions, write_json_atomic)
     from helpers.judge import load_or_train_judge
 
+    log = log or logger.info
     out = Path(out_dir) if out_dir is not None else results_dir()
     # A user's own stimuli (dataset/stimuli) join the judge's training fonts: it must read what the subject saw.
     judge = judge or load_or_train_judge(out / "models", stimuli=semantic.stimuli_uint8 if semantic.custom else None)
@@ -366,7 +368,7 @@ def check_run_folder(out_dir: str | Path, resume: bool = False, force: bool = Fa
 
 
 def open_run(config: Config, prepared: PreparedData, semantic: SemanticSetup, out_dir: str | Path, *,
-             resume: bool, force: bool = False, log=print):
+             resume: bool, force: bool = False, log=None):
     """The one rule for starting a run in a folder, shared by ``python -m helpers run`` and the notebooks'
     :func:`helpers.notebook_support.train_or_resume`. Returns ``(trainer, resumed)``.
 
@@ -382,6 +384,7 @@ def open_run(config: Config, prepared: PreparedData, semantic: SemanticSetup, ou
     """
     from helpers.checkpoint import CheckpointError
 
+    log = log or logger.info
     out = Path(out_dir)
     check_run_folder(out, resume, force)
     trainer = build_trainer(config, semantic, out, prepared)
@@ -412,7 +415,7 @@ def open_run(config: Config, prepared: PreparedData, semantic: SemanticSetup, ou
 
 
 def run_pipeline(config: Config, data_path: str | Path | None = None, out_dir: str | Path | None = None,
-                 resume: bool = False, progress: bool | None = None, log=print, force: bool = False) -> dict:
+                 resume: bool = False, progress: bool | None = None, log=None, force: bool = False) -> dict:
     """prepare -> features -> split -> train -> evaluate -> figures; returns the metrics dict.
 
     ``resume``: continue the run in ``out_dir``; ``force``: replace it (see :func:`open_run`). Without either,
@@ -421,6 +424,7 @@ def run_pipeline(config: Config, data_path: str | Path | None = None, out_dir: s
     from helpers import distributed
     from helpers.train import resolve_device
 
+    log = log or logger.info
     out = Path(out_dir) if out_dir is not None else results_dir()
     t0 = time.perf_counter()
     # Under torchrun: rank 0 checks, builds the caches and opens the run first; the others then read what it

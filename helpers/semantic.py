@@ -38,6 +38,7 @@ from torch import nn
 
 from helpers.config import UNTRAINED_CLIP_NOTE
 from helpers.digit_clip import DIGIT_CLIP_CONFIG, DIGIT_CLIP_NAME
+from helpers.log import logger
 
 TINY_CLIP_NAME = "eeg2img-tiny"
 # About 0.3 M image parameters, 64 x 64 input (so the ci profile's 32 x 32 images are upsampled, as the
@@ -179,6 +180,10 @@ class FrozenClip(nn.Module):
 
     def extra_repr(self) -> str:
         return self.describe()
+
+
+class UntrainedClipWarning(UserWarning):
+    """CLIP has random weights: its semantic loss and metrics reflect image likeness, not meaning."""
 
 
 def untrained_banner(clip: FrozenClip) -> str:
@@ -390,7 +395,7 @@ def load_clip(model_name: str = "ViT-B-32", weights: str = "auto", pretrained_ta
                    f"handwritten digits and fonts (helpers.digit_clip; about two minutes on first use, then cached). "
                    f"Logs, figures and metrics.json name digit-clip. Reason: {e}")
             warnings.warn(msg, UserWarning, stacklevel=2)
-            print(f"clip_weights=auto: {name} / {pretrained_tag} unavailable; using digit-CLIP instead", flush=True)
+            logger.warning(f"clip_weights=auto: {name} / {pretrained_tag} unavailable; using digit-CLIP instead")
             from helpers.digit_clip import DigitClipCheckError
 
             try:
@@ -407,8 +412,8 @@ def load_clip(model_name: str = "ViT-B-32", weights: str = "auto", pretrained_ta
     if str(device) == "auto":  # as Config.device
         device = "cuda" if torch.cuda.is_available() else "cpu"
     clip = FrozenClip(model, name, desc, trained, note=note).to(device)
-    if not clip.trained:
-        print(untrained_banner(clip), flush=True)
+    if not clip.trained:  # a user must act on this: a warning, shown by default (helpers.log)
+        warnings.warn(untrained_banner(clip), UntrainedClipWarning, stacklevel=2)
     return clip
 
 
@@ -501,7 +506,7 @@ def stimulus_embeddings(clip: FrozenClip, stimuli: torch.Tensor,
         try:
             return StimulusEmbeddings.load(cache_path, clip, stimuli)
         except StaleCacheError as e:
-            print(f"recomputing stimulus embeddings: {e}", flush=True)
+            logger.info(f"recomputing stimulus embeddings: {e}")
     emb = StimulusEmbeddings.compute(clip, stimuli)
     if cache_path is not None:
         emb.save(cache_path)

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -155,9 +153,9 @@ class _Store:
 
 
 def _auto_progress(total: int) -> bool:
-    if os.environ.get("CI") or os.environ.get("EEG2IMG_PROFILE", "").strip() == "ci":
-        return False
-    return total >= _PROGRESS_MIN_BYTES and sys.stderr.isatty()
+    from helpers.log import progress_enabled
+
+    return total >= _PROGRESS_MIN_BYTES and progress_enabled()
 
 
 def _progress_bar(progress: bool | None, total_bytes: int, path: str):

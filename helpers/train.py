@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import math
 import numbers
-import os
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ import torch
 from helpers import distributed
 from helpers.checkpoint import CheckpointError, load_checkpoint_or_previous, save_checkpoint
 from helpers.config import Config
+from helpers.log import logger, progress_enabled
 from helpers.losses import discriminator_loss, generator_losses, kl_divergence, loss_weights
 from helpers.models import build_models, reparameterise
 from helpers.semantic import random_views
@@ -355,7 +355,7 @@ class Trainer:
             progress: bool | None = None, on_epoch_end: Callable[["Trainer", dict], None] | None = None) -> list[dict]:
         """Train until `epochs` epochs are complete in total (resumed epochs count), checkpointing each one."""
         epochs = self.config.epochs if epochs is None else epochs
-        progress = (_progress_default() if progress is None else progress) and distributed.is_main()
+        progress = (progress_enabled() if progress is None else progress) and distributed.is_main()
         if len(train) < 2:
             raise ValueError(f"need at least 2 training events, got {len(train)}")
         self._distribute()
@@ -369,6 +369,8 @@ class Trainer:
             self.history.append(row)
             if self.out_dir is not None and distributed.is_main():
                 self.save(self.out_dir)
+            if distributed.is_main():
+                logger.info(epoch_line(row, epochs))
             if on_epoch_end is not None:
                 on_epoch_end(self, row)
         return self.history
@@ -461,9 +463,14 @@ def write_history(history: list[dict], out_dir: str | Path) -> None:
     write_text_atomic(out_dir / "history.csv", pd.DataFrame(history).to_csv(index=False))
 
 
-def _progress_default() -> bool:
-    """Progress bars for people, not for CI logs."""
-    return not (os.environ.get("CI") or os.environ.get("EEG2IMG_PROFILE") == "ci")
+def epoch_line(row: dict, epochs: int) -> str:
+    """One log line per epoch: the weighted total, the validation numbers, the time."""
+    parts = [f"epoch {row['epoch']}/{epochs}: total {row.get('train_total', float('nan')):.4f}"]
+    for key, name in (("val_clip", "val 1-cos"), ("val_semantic_top1", "val semantic top-1"),
+                      ("val_label_head_top1", "val label-head top-1")):
+        if key in row:
+            parts.append(f"{name} {row[key]:.3f}")
+    return ", ".join(parts) + f" ({row.get('seconds', 0):.0f} s)"
 
 
 def _progress(items, enabled: bool, desc: str):

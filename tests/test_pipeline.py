@@ -52,6 +52,9 @@ def test_run_writes_contract_metrics_config_history_and_figures(cli_run):
     for fig in ("signature_grid", "training_curves", "confusion_matrix", "accuracy_bars", "prediction_histogram"):
         assert (out / "figures" / f"{fig}.png").stat().st_size > 10_000
     assert "SYNTHETIC" in proc.stderr + proc.stdout and "UNTRAINED CLIP" in proc.stderr + proc.stdout
+    # The log (stderr, redirected here): the stages and one line per epoch, no progress-bar refreshes.
+    assert "[1/4] data and features" in proc.stderr and "epoch 1/1: total" in proc.stderr
+    assert "\r" not in proc.stderr and "it/s" not in proc.stderr
 
 
 def test_resume_continues_from_the_last_epoch(cli_run):
