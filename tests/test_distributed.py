@@ -43,7 +43,7 @@ def test_two_processes_train_like_one(tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
     _run([sys.executable, "-m", "helpers"], one, "--set", "lambda_cls=0")
     r = _run(_torchrun(), two, "--set", "lambda_cls=0")
-    assert r.stdout.count("[4/4] evaluation") == 1  # rank 0 alone evaluates and logs
+    assert r.stderr.count("[4/4] evaluation") == 1  # rank 0 alone evaluates and logs (the log is on stderr)
     metrics = json.loads((two / "metrics.json").read_text())
     assert metrics["world_size"] == 2 and json.loads((two / "config.json").read_text())["world_size"] == 2
     assert json.loads((one / "metrics.json").read_text())["world_size"] == 1

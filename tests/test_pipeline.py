@@ -62,7 +62,7 @@ def test_resume_continues_from_the_last_epoch(cli_run):
     proc = run_cli(["--profile", "ci", "--out", str(out), "--resume", "--set", "epochs=2",
                     "--set", "synthetic_events=600"], root / "dataset")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "resumed" in proc.stdout and "after epoch 1" in proc.stdout
+    assert "resumed" in proc.stderr and "after epoch 1" in proc.stderr  # the log (helpers.log) is on stderr
     assert [r["epoch"] for r in json.loads((out / "history.json").read_text())] == [1, 2]
 
 
@@ -101,7 +101,7 @@ def test_force_replaces_the_run(cli_run):
     proc = run_cli(["--profile", "ci", "--out", str(out), "--force", "--set", "epochs=1",
                     "--set", "synthetic_events=600", "--set", "lambda_clip=0"], root / "dataset")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "--force: replacing the run" in proc.stdout and "resumed" not in proc.stdout
+    assert "--force: replacing the run" in proc.stderr and "resumed" not in proc.stderr
     assert [r["epoch"] for r in json.loads((out / "history.json").read_text())] == [1]
     assert json.loads((out / "config.json").read_text())["lambda_clip"] == 0
     assert not (out / "models" / "previous.pt").exists()  # the old run's checkpoints are gone
