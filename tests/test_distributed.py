@@ -2,9 +2,11 @@
 and its first-epoch losses match a single process at the same effective batch."""
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -66,6 +68,68 @@ def test_two_processes_with_the_label_term_and_a_refused_folder(tmp_path):
                        timeout=600, env={**env, "HF_HUB_OFFLINE": "1", "CI": "1", "OMP_NUM_THREADS": "1"})
     # A folder that holds a run: rank 0 refuses it in one line and the other rank stops too (no wait at a barrier).
     assert r.returncode != 0 and "already holds a run" in r.stderr
+
+
+def _worker_pid(port: int, rank: int) -> int | None:
+    """The torchrun worker of ``rank`` in the run that uses ``port`` (found by its environment)."""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            env = dict(kv.split("=", 1) for kv in (proc / "environ").read_text().split("\0") if "=" in kv)
+        except OSError:
+            continue
+        if env.get("MASTER_PORT") == str(port) and env.get("RANK") == str(rank) and "TORCHELASTIC_RUN_ID" in env:
+            return int(proc.name)
+    return None
+
+
+EPOCHS = ("--set", "epochs=3")
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """A 2-process run of 3 epochs that nothing interrupts: the reference of the kill tests."""
+    ref = tmp_path_factory.mktemp("uninterrupted") / "run"
+    _run(_torchrun(), ref, *EPOCHS)
+    return ref
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds the worker through /proc (Linux)")
+@pytest.mark.parametrize("rank", [0, 1])
+def test_a_killed_rank_resumes_exactly(tmp_path, rank, uninterrupted):
+    """SIGKILL one process of a 2-process run after its first checkpoint; `--resume` under torchrun then finishes
+    with the very losses of a run that was never interrupted (each epoch's randomness comes from the seed and the
+    epoch, and rank 0's checkpoint holds everything else)."""
+    epochs, ref, killed = EPOCHS, uninterrupted, tmp_path / "killed"
+    cmd = _torchrun()
+    port = int(cmd[cmd.index("--master_port") + 1])
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    proc = subprocess.Popen([*cmd, *ARGS, *epochs, "--out", str(killed)], cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True,
+                            env={**env, "HF_HUB_OFFLINE": "1", "CI": "1", "OMP_NUM_THREADS": "1"})
+    history = killed / "history.json"
+    deadline = time.monotonic() + 600
+    while not (history.is_file() and len(json.loads(history.read_text() or "[]")) >= 1):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()[-3000:]
+        time.sleep(0.2)
+    pid = _worker_pid(port, rank)
+    assert pid is not None, "rank's process not found"
+    os.kill(pid, signal.SIGKILL)
+    proc.communicate(timeout=300)
+    assert proc.returncode != 0  # torchrun stops the run when a worker dies
+    done = json.loads(history.read_text())
+    assert 1 <= len(done) < 3, "the kill came after the run had finished: nothing to resume"
+    _run(_torchrun(), killed, *epochs, "--resume")
+    h_ref, h_res = (json.loads((d / "history.json").read_text()) for d in (ref, killed))
+    assert [r["epoch"] for r in h_res] == [1, 2, 3]
+    for a, b in zip(h_ref, h_res):
+        for key in a:
+            if key.startswith(("train_", "val_")):
+                assert a[key] == b[key], (a["epoch"], key, a[key], b[key])
+    m_ref, m_res = (json.loads((d / "metrics.json").read_text()) for d in (ref, killed))
+    assert m_res["judge_top1"] == m_ref["judge_top1"] and m_res["world_size"] == 2
 
 
 def test_without_torchrun_nothing_is_distributed(monkeypatch):
