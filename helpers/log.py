@@ -25,7 +25,7 @@ LEVELS = {"DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARNING": logging.WARNI
 def set_log_level(level: str | int | bool = "INFO") -> None:
     """Show the package's messages on stderr from ``level`` on (a name, a number, True = INFO, False = WARNING).
 
-    Idempotent: one handler, whatever the number of calls."""
+    Idempotent: one handler, whatever the number of calls; the package's records then stop at this handler."""
     if isinstance(level, bool):
         level = "INFO" if level else "WARNING"
     if isinstance(level, str):
@@ -40,6 +40,8 @@ def set_log_level(level: str | int | bool = "INFO") -> None:
         logger.addHandler(handler)
     handler.setLevel(level)
     logger.setLevel(level)
+    # Ours alone: another library's logging.basicConfig on the root logger would print every line a second time.
+    logger.propagate = False
 
 
 def in_notebook() -> bool:
