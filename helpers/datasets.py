@@ -15,7 +15,6 @@ import numpy as np
 from helpers.config import Config, dataset_dir
 from helpers.mindbigdata import Events, ParseReport, load_cache, prepare
 from helpers.synthetic import SyntheticSpec, read_info, write_synthetic
-from helpers.log import logger
 
 REAL_FILE = "EP1.01.txt"
 REAL_ZIP = "MindBigData-EP-v1.0.zip"  # what `python -m helpers download` fetches; read as it is, never unpacked
@@ -59,10 +58,8 @@ def _cache_for(source: Path) -> Path:
 
 
 def _banner(msg: str, verbose: bool) -> None:
-    # A warning (shown by default): the user must know the data are not the recording. verbose: also logged.
+    # A warning, shown by default (once: not logged as well): the user must know the data are not the recording.
     warnings.warn(msg, SyntheticDataWarning, stacklevel=3)
-    if verbose:
-        logger.info(msg)
 
 
 def load_dataset(data_path: str | Path | None = None, *, n_events: int | None = None,

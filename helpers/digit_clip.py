@@ -103,7 +103,7 @@ SMALL_RECIPE = Recipe(name="small", steps=150, batch_size=32, augment=0.25, min_
 
 def create_model(seed: int = 0) -> nn.Module:
     """The digit-CLIP architecture with seeded random weights (global RNG untouched)."""
-    from .semantic import register_model_config
+    from helpers.clip_registry import register_model_config
 
     register_model_config(DIGIT_CLIP_NAME, DIGIT_CLIP_CONFIG)
     # open_clip logs "No pretrained weights loaded ... initialized randomly" here; our weights follow at once

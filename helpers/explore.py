@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+from helpers.figure import new_figure
 
 # The 14 EPOC channels in the order of the device's files (docs/DESIGN.md#data-format).
 _EPOC_CHANNELS = ("AF3", "F7", "F3", "FC5", "T7", "P7", "O1", "O2", "P8", "T8", "FC6", "F4", "F8", "AF4")
@@ -53,13 +54,6 @@ def _mne_positions(channels: Sequence[str] = _EPOC_CHANNELS) -> dict[str, tuple[
 EPOC_POSITIONS: dict[str, tuple[float, float]] = _mne_positions() or dict(_TEXTBOOK_POSITIONS)
 # Reference electrodes of the EPOC (CMS/DRL) sit behind the ears / at P3-P4 depending on the model.
 EPOC_REFERENCES: dict[str, tuple[float, float]] = {"CMS": (-0.45, -0.45), "DRL": (0.45, -0.45)}
-
-
-def _figure(width: float, height: float):
-    # Imported here, not at the top: helpers.notebook_support re-exports this module's names.
-    from helpers.notebook_support import _figure as figure
-
-    return figure(width, height)
 
 
 def raw_lines(path: str | Path, n: int = 3, max_values: int = 6, max_chars: int = 240) -> list[str]:
@@ -113,7 +107,7 @@ def plot_event(events: Any, index: int = 0, spacing_uv: float | None = None):
     channels = list(events.channels)
     t = np.arange(size) / float(events.sfreq)
     spacing = spacing_uv or max(float(np.percentile(np.ptp(x, axis=1), 75)), 1.0)
-    fig = _figure(9, 0.4 * len(channels) + 1.2)
+    fig = new_figure(9, 0.4 * len(channels) + 1.2)
     ax = fig.subplots()
     for i in range(len(channels)):
         ax.plot(t, x[i] - i * spacing, lw=0.8)
@@ -128,7 +122,7 @@ def plot_event(events: Any, index: int = 0, spacing_uv: float | None = None):
 def plot_sizes(sizes: np.ndarray, sfreq: float):
     """Histogram of the number of samples per event (about 2 s at 128 Hz; it varies)."""
     sizes = np.asarray(sizes)
-    fig = _figure(6, 2.8)
+    fig = new_figure(6, 2.8)
     ax = fig.subplots()
     ax.hist(sizes, bins=np.arange(sizes.min() - 0.5, sizes.max() + 1.5), color="C0")
     ax.axvline(2 * sfreq, color="C3", ls="--", lw=1, label=f"2 s = {2 * sfreq:g} samples")
@@ -147,7 +141,7 @@ def plot_drift(events: Any, channels: Sequence[str] = ("AF3", "O1", "T8")):
     """
     names = list(events.channels)
     order = np.argsort(np.asarray(events.event_ids), kind="stable")
-    fig = _figure(9, 3)
+    fig = new_figure(9, 3)
     ax = fig.subplots()
     for name in channels:
         if name not in names:
@@ -197,7 +191,7 @@ def power_spectra(events: Any, n_events: int = 300, nperseg: int = 128) -> tuple
 
 def plot_power_spectra(freqs: np.ndarray, psd: np.ndarray, channels: Sequence[str], title: str = ""):
     """Log power spectra per channel, with the EEG bands shaded."""
-    fig = _figure(9, 4)
+    fig = new_figure(9, 4)
     ax = fig.subplots()
     bands = [("delta", 0.5, 4), ("theta", 4, 8), ("alpha", 8, 13), ("beta", 13, 30)]
     for (name, lo, hi), shade in zip(bands, (0.04, 0.08, 0.12, 0.06)):
@@ -223,7 +217,7 @@ def plot_electrode_layout(channels: Sequence[str] | None = None, values: Mapping
     unknown = [c for c in channels if c not in EPOC_POSITIONS]
     if unknown:
         raise ValueError(f"no layout position for channel(s) {', '.join(unknown)}; known: {', '.join(EPOC_POSITIONS)}")
-    fig = _figure(5, 5.2)
+    fig = new_figure(5, 5.2)
     ax = fig.subplots()
     ax.add_patch(Circle((0, 0), 1.0, fill=False, lw=2))
     ax.add_patch(Polygon([(-0.12, 0.99), (0, 1.15), (0.12, 0.99)], closed=False, fill=False, lw=2))  # nose

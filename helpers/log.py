@@ -7,7 +7,7 @@
 * What a user must act on (an untrained CLIP, synthetic data, a refused setting) is a ``warnings.warn``, shown
   by default; the notebooks' status box stays the first thing a student reads.
 * :func:`progress_enabled`: tqdm bars only for people (a terminal, or a notebook), never in CI or in a
-  redirected log, where every refresh of a bar would be a line (``run ... > run.log``).
+  redirected log, where every refresh of a bar would be a line (``run ... 2> run.log``: the log is on stderr).
 """
 from __future__ import annotations
 
@@ -19,6 +19,18 @@ logger = logging.getLogger("helpers")
 logger.addHandler(logging.NullHandler())
 
 _HANDLER_NAME = "helpers-stderr"
+class _Stderr(logging.StreamHandler):
+    """A handler on whatever ``sys.stderr`` is when a line is written (a notebook kernel or pytest may swap it)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value):
+        pass
+
+
 LEVELS = {"DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARNING": logging.WARNING, "ERROR": logging.ERROR}
 
 
@@ -34,7 +46,7 @@ def set_log_level(level: str | int | bool = "INFO") -> None:
         level = LEVELS[level.upper()]
     handler = next((h for h in logger.handlers if h.get_name() == _HANDLER_NAME), None)
     if handler is None:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _Stderr()
         handler.set_name(_HANDLER_NAME)
         handler.setFormatter(logging.Formatter("%(message)s"))
         logger.addHandler(handler)

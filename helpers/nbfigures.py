@@ -13,13 +13,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from helpers.config import UNTRAINED_CLIP_NOTE
-
-
-def _figure(width: float, height: float):
-    # Imported here, not at the top: helpers.notebook_support re-exports this module's names.
-    from helpers.notebook_support import _figure as figure
-
-    return figure(width, height)
+from helpers.figure import new_figure
 
 
 # ------------------------------------------------------------------------------------------- notebook 02
@@ -31,7 +25,7 @@ def plot_signal_steps(steps: Mapping[str, np.ndarray], sfreq: Mapping[str, float
     ``sfreq``: one rate for all steps, or a rate per step name (decimation changes it).
     """
     names = list(steps)
-    fig = _figure(9, 1.5 * len(names) + 0.6)
+    fig = new_figure(9, 1.5 * len(names) + 0.6)
     axes = np.atleast_1d(fig.subplots(len(names), 1, sharex=True))
     for ax, name in zip(axes, names):
         y = np.asarray(steps[name])[channel]
@@ -50,7 +44,7 @@ def plot_signal_steps(steps: Mapping[str, np.ndarray], sfreq: Mapping[str, float
 def plot_ptp(ptp_uv: np.ndarray, threshold_uv: float | None):
     """Histogram of each event's largest channel peak-to-peak amplitude, with the rejection threshold."""
     ptp = np.asarray(ptp_uv, dtype=np.float64)
-    fig = _figure(7, 2.8)
+    fig = new_figure(7, 2.8)
     ax = fig.subplots()
     ax.hist(ptp, bins=np.logspace(np.log10(ptp.min()), np.log10(ptp.max()), 50), color="C0")
     ax.set_xscale("log")
@@ -69,7 +63,7 @@ def plot_explained_variance(pipe: Any, marks: Sequence[int] = (32, 64, 128, 264,
     ratio = np.asarray(pipe.explained_variance_ratio_)
     cum = np.cumsum(ratio)
     k = len(ratio)
-    fig = _figure(8, 3.4)
+    fig = new_figure(8, 3.4)
     ax = fig.subplots()
     ax.plot(np.arange(1, k + 1), cum, lw=2)
     ax.set_xlabel("number of PCA components kept")
@@ -96,7 +90,7 @@ def plot_accuracies(named: Mapping[str, Any], title: str = "", chance: float | N
     chance = max(a.chance for a in acc) if chance is None else chance
     vals = np.array([a.value for a in acc])
     err = np.array([[a.value - a.ci95_low for a in acc], [a.ci95_high - a.value for a in acc]])
-    fig = _figure(max(6.5, 1.6 * len(names) + 2.5), 3.4)
+    fig = new_figure(max(6.5, 1.6 * len(names) + 2.5), 3.4)
     ax = fig.subplots()
     colours = ["C3" if "random" in n.lower() else "C0" for n in names]
     ax.bar(range(len(names)), vals, yerr=err, capsize=4, color=colours)
@@ -121,7 +115,7 @@ def plot_accuracies(named: Mapping[str, Any], title: str = "", chance: float | N
 def plot_cosine_matrix(matrix, trained: bool, title: str = "CLIP cosine similarity of the 10 stimuli"):
     """The 10 x 10 cosine matrix of the stimulus embeddings, labelled loudly when the CLIP is untrained."""
     m = np.asarray(matrix.detach().cpu() if hasattr(matrix, "detach") else matrix, dtype=np.float64)
-    fig = _figure(5.6, 5.0)
+    fig = new_figure(5.6, 5.0)
     ax = fig.subplots()
     off = m[~np.eye(len(m), dtype=bool)]
     im = ax.imshow(m, cmap="magma", vmin=float(off.min()), vmax=1.0)
@@ -143,7 +137,7 @@ def plot_cosine_matrix(matrix, trained: bool, title: str = "CLIP cosine similari
 
 def plot_comparison(histories: Mapping[float, list[dict]], trained_clip: bool = True):
     """val_clip and val_semantic_top1 per epoch for each lambda_clip run."""
-    fig = _figure(9, 3.2)
+    fig = new_figure(9, 3.2)
     ax_c, ax_t = fig.subplots(1, 2)
     for v, hist in histories.items():
         ep = [r["epoch"] for r in hist]

@@ -78,12 +78,6 @@ def keep(fig, config: Config, name: str):
     return fig
 
 
-def _figure(width: float, height: float):
-    from matplotlib.figure import Figure
-
-    return Figure(figsize=(width, height), layout="constrained")
-
-
 # ------------------------------------------------------------------------------------------- status banner
 
 def expected_clip(config: Config) -> tuple[str, bool]:
@@ -215,9 +209,9 @@ def train_or_resume(config: Config, prepared: Any, semantic: Any, out_dir: str |
     from helpers.log import logger
     from helpers.pipeline import open_run, train_data
 
-    log = log or logger.info
     out = Path(out_dir) if out_dir is not None else run_dir(config)
     trainer, resumed = open_run(config, prepared, semantic, out, resume=True, force=force, log=log)
+    log = log or logger.info
     if resumed and trainer.epoch >= config.epochs:
         log(f"reusing the finished run in {out} ({trainer.epoch} epochs); delete {out / 'models'} to retrain")
         return trainer

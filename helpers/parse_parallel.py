@@ -23,7 +23,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from helpers import textparser as tp
-from helpers.mindbigdata import DeviceSpec, Events, ParseReport
+from helpers.mbdformat import DeviceSpec, Events, ParseReport
 
 PARALLEL_MIN_BYTES = 96 * 1024 * 1024  # below 3 blocks, starting worker processes costs more than it saves
 _WINDOW = 1 << 20  # how far past a nominal cut an event boundary is looked for (an EP event is about 45 KB)

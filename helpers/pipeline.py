@@ -384,30 +384,29 @@ def open_run(config: Config, prepared: PreparedData, semantic: SemanticSetup, ou
     """
     from helpers.checkpoint import CheckpointError
 
-    log = log or logger.info
+    say = log or logger.info
     out = Path(out_dir)
     check_run_folder(out, resume, force)
     trainer = build_trainer(config, semantic, out, prepared)
     resumed = False
     if resume:
         try:
-            resumed = trainer.resume_from(out, log=log)
+            resumed = trainer.resume_from(out, log=log)  # None: a checkpoint fallback is a warning
         except CheckpointError as e:
             if not force:
                 raise CheckpointError(f"{e} To replace the run in {out} instead, pass --force (in a notebook: "
                                       f"train_or_resume(..., force=True)).") from None
-            bar = "!" * 78
-            log(f"{bar}\n!! WARNING: the run in {out} cannot be resumed and WILL BE REPLACED (force).\n"
-                f"!! Why: {e}\n!! Training a fresh run from epoch 0 in the same folder now.\n{bar}")
+            warnings.warn(f"the run in {out} cannot be resumed and WILL BE REPLACED (force): {e} Training a fresh "
+                          f"run from epoch 0 in the same folder now.", UserWarning, stacklevel=2)
             trainer = build_trainer(config, semantic, out, prepared)
     if not resumed and force:
         removed = [f for f in RUN_FILES if (out / f).is_file()]
         for f in removed:
             (out / f).unlink()
         if removed:
-            log(f"--force: replacing the run in {out} (removed {', '.join(removed)})")
+            say(f"--force: replacing the run in {out} (removed {', '.join(removed)})")
     elif resume and not resumed:
-        log(f"--resume: no checkpoint in {out / 'models'}, starting from scratch")
+        say(f"--resume: no checkpoint in {out / 'models'}, starting from scratch")
     out.mkdir(parents=True, exist_ok=True)
     config.save(out / "config.json")
     save_features(prepared, out)
@@ -424,7 +423,7 @@ def run_pipeline(config: Config, data_path: str | Path | None = None, out_dir: s
     from helpers import distributed
     from helpers.train import resolve_device
 
-    log = log or logger.info
+    given_log, log = log, log or logger.info  # open_run gets the caller's own: None makes a fallback a warning
     out = Path(out_dir) if out_dir is not None else results_dir()
     t0 = time.perf_counter()
     # Under torchrun: rank 0 checks, builds the caches and opens the run first; the others then read what it
@@ -456,7 +455,7 @@ def run_pipeline(config: Config, data_path: str | Path | None = None, out_dir: s
         log(semantic.clip.describe())
         if main:
             # Checks the checkpoint before writing anything: a refused resume leaves the run's folder as it was.
-            trainer, resumed = open_run(config, prepared, semantic, out, resume=resume, force=force, log=log)
+            trainer, resumed = open_run(config, prepared, semantic, out, resume=resume, force=force, log=given_log)
     except BaseException:
         if main:
             distributed.broadcast_flag(False)

@@ -24,6 +24,8 @@ from typing import IO, Iterator
 
 import numpy as np
 
+from helpers.mbdformat import DEVICES, Events, ParseReport
+
 ZIP_MAGIC = b"PK\x03\x04"
 BOM = b"\xef\xbb\xbf"
 HEAD_BYTES = 1 << 16  # what sniffing and device detection read: 64 KB, a few EP lines or ~30 CSV rows
@@ -113,18 +115,17 @@ def spreadsheet_message(path: str | Path, head: bytes) -> str:
 
 def detect_device(path: str | Path, head: bytes) -> str:
     """The device named by the MindBigData lines in ``head`` (third tab-separated field); refuses a mix."""
-    from helpers.mindbigdata import DEVICES as devices  # imported here: mindbigdata imports this module
     seen: dict[str, int] = {}
     for line in head.split(b"\n"):
         f = line.split(b"\t", 3)
         if len(f) >= 4:
             name = f[2].decode("latin-1").strip()
             seen[name] = seen.get(name, 0) + 1
-    known = {k: v for k, v in seen.items() if k in devices}
+    known = {k: v for k, v in seen.items() if k in DEVICES}
     if len(known) == 1:
         return next(iter(known))
     if not known:
-        raise DataFormatError(f"{path}: no MindBigData lines of a known device ({', '.join(devices)}) in its first "
+        raise DataFormatError(f"{path}: no MindBigData lines of a known device ({', '.join(DEVICES)}) in its first "
                               f"{len(head)} bytes; is it a MindBigData file?")
     mix = ", ".join(f"{k} ({v} lines)" for k, v in sorted(known.items()))
     raise DataFormatError(f"{path} holds lines of several devices in its first {len(head)} bytes: {mix}; "
@@ -144,17 +145,16 @@ def file_device(path: str | Path) -> str | None:
 
 def hf_columns(header: list[str]) -> tuple[str, list[str], int]:
     """``(device, [column per (channel, sample) in device order], n_samples)`` of a Hugging Face CSV header."""
-    from helpers.mindbigdata import DEVICES as devices
     by_channel: dict[str, dict[int, str]] = {}
     for col in header:
         m = _HF_COLUMN.match(col.strip())
         if m:
             by_channel.setdefault(m.group(1).upper(), {})[int(m.group(2))] = col
     names = set(by_channel)
-    matches = [d for d in devices.values() if {c.upper() for c in d.channels} == names]
+    matches = [d for d in DEVICES.values() if {c.upper() for c in d.channels} == names]
     if not matches:
         raise DataFormatError(f"CSV channels {sorted(names)} are not those of a MindBigData device "
-                              f"({'; '.join(f'{d.name}: {list(d.channels)}' for d in devices.values())})")
+                              f"({'; '.join(f'{d.name}: {list(d.channels)}' for d in DEVICES.values())})")
     spec = matches[0]
     lengths = {len(v) for v in by_channel.values()}
     n = max(max(v) for v in by_channel.values()) + 1
@@ -171,8 +171,6 @@ def parse_hf_csv(path: str | Path, device: str | None = None):
     outside -1..9) is skipped and counted; text where a number belongs refuses the file in one line. The
     report's ``notes`` say what the CSV cannot tell (no event ids; its own random split)."""
     import pandas as pd
-
-    from helpers.mindbigdata import DEVICES, Events, ParseReport
 
     t0 = time.perf_counter()
     with open_stream(path) as (fh, _, desc):

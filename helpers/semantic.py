@@ -20,11 +20,9 @@ from __future__ import annotations
 
 import difflib
 import hashlib
-import json
 import numbers
 import os
 import socket
-import tempfile
 import threading
 import warnings
 from dataclasses import dataclass
@@ -36,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from helpers.clip_registry import register_model_config
 from helpers.config import UNTRAINED_CLIP_NOTE
 from helpers.digit_clip import DIGIT_CLIP_CONFIG, DIGIT_CLIP_NAME
 from helpers.log import logger
@@ -66,29 +65,6 @@ class ClipUnavailableError(RuntimeError):
 
 class StaleCacheError(ValueError):
     """A stimulus-embedding cache was made with another model, other weights or other stimuli."""
-
-
-def register_model_config(name: str, config: dict) -> None:
-    """Make an architecture of this project known to open_clip (it finds architectures by JSON file name).
-
-    Called lazily (by :func:`load_clip` and :func:`helpers.digit_clip.create_model`), so importing this module
-    writes nothing. The file goes to a shared temporary folder, write-then-rename: parallel processes
-    (pytest-xdist, notebooks) never read half a file.
-    """
-    if name in open_clip.list_models():
-        return
-    text = json.dumps(config, indent=2)
-    try:
-        folder = Path(tempfile.gettempdir()) / "eeg2img_open_clip_configs"
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{name}.json"
-        tmp = folder / f".{name}.{os.getpid()}.tmp"
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    except OSError:  # e.g. the shared folder belongs to another user
-        path = Path(tempfile.mkdtemp(prefix="eeg2img_clip_")) / f"{name}.json"
-        path.write_text(text)
-    open_clip.add_model_config(path)
 
 
 def _register_project_models() -> None:
@@ -394,8 +370,7 @@ def load_clip(model_name: str = "ViT-B-32", weights: str = "auto", pretrained_ta
                    f"the semantic loss uses DIGIT-CLIP instead (not {name}): a small CLIP this project trains on "
                    f"handwritten digits and fonts (helpers.digit_clip; about two minutes on first use, then cached). "
                    f"Logs, figures and metrics.json name digit-clip. Reason: {e}")
-            warnings.warn(msg, UserWarning, stacklevel=2)
-            logger.warning(f"clip_weights=auto: {name} / {pretrained_tag} unavailable; using digit-CLIP instead")
+            warnings.warn(msg, UserWarning, stacklevel=2)  # once: a warning, not also a log line
             from helpers.digit_clip import DigitClipCheckError
 
             try:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from helpers.mindbigdata import DeviceSpec, Events, MindBigDataError, ParseReport, get_device
+from helpers.mbdformat import DeviceSpec, Events, MindBigDataError, ParseReport, get_device
 
 BLOCK_BYTES = 32 * 1024 * 1024
 _PROGRESS_MIN_BYTES = 200 * 1024 * 1024

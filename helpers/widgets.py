@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 import numpy as np
 
 from helpers.config import UNTRAINED_CLIP_NOTE
+from helpers.figure import new_figure
 from helpers.losses import WEIGHT_NAMES, loss_weights
 
 if TYPE_CHECKING:
@@ -126,13 +127,6 @@ def read_values(controls: Mapping[str, Any]) -> dict[str, float | int]:
 
 # ------------------------------------------------------------------------------------------- figures
 
-def _new_figure(width: float, height: float):
-    # A Figure outside pyplot: displaying it in an Output widget never shows it a second time at cell end.
-    from matplotlib.figure import Figure
-
-    return Figure(figsize=(width, height), layout="constrained")
-
-
 def render_loss_curves(history: list[dict], title: str = "", weights: Mapping[str, float] | None = None,
                        chance: float | None = None, earlier: Sequence[tuple[str, list[dict]]] = ()) -> "Figure":
     """Loss terms per epoch (left) and the validation semantic numbers (right) from ``Trainer.history``.
@@ -144,7 +138,7 @@ def render_loss_curves(history: list[dict], title: str = "", weights: Mapping[st
     ``earlier``: ``(label, history)`` of earlier runs, drawn thin and grey (their weighted total, and their judge
     top-1, or semantic top-1 without a judge) so that a run can be compared with the ones before it.
     """
-    fig = _new_figure(8.0, 3.2)
+    fig = new_figure(8.0, 3.2)
     ax_loss, ax_val = fig.subplots(1, 2)
     epochs = [row.get("epoch", i + 1) for i, row in enumerate(history)]
     ticks = list(epochs)  # with earlier runs: every epoch any run reached
@@ -223,7 +217,7 @@ def render_generated_grid(images, labels, title: str = "", banner: str = "", col
     n = len(imgs)
     cols = max(1, min(columns, n))
     rows = max(1, math.ceil(n / cols))
-    fig = _new_figure(1.0 * cols + 0.4, 1.15 * rows + (0.5 if (title or banner) else 0.1))
+    fig = new_figure(1.0 * cols + 0.4, 1.15 * rows + (0.5 if (title or banner) else 0.1))
     axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
     for ax in axes:
         ax.axis("off")
@@ -314,7 +308,9 @@ def run_table(runs: Sequence[RunRecord]):
         row["total"] = round(total, 3)
         for name in WEIGHT_NAMES:
             term = name.removeprefix("lambda_")
-            value = run.weights[name] * last.get(f"train_{term}", np.nan) if run.weights[name] else 0.0
+            value = run.weights[name] * last.get(f"train_{term}", np.nan)
+            if not np.isfinite(value):  # the term was off (weight 0, or adversarial during the warm-up): none of it
+                value = 0.0
             row[f"{term} %"] = round(100 * value / total, 1) if total and np.isfinite(total) else np.nan
         for key, name in (("val_judge_top1", "judge top-1"), ("val_semantic_top1", "semantic top-1"),
                           ("val_label_head_top1", "label-head top-1")):

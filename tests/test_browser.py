@@ -114,7 +114,10 @@ ALL_RUN = f"""() => {{
   if (!panel || !panel.content) return false;
   const k = {KERNEL};
   if (!k || k.connectionStatus !== 'connected' || k.status !== 'idle') return false;
-  return panel.content.widgets.every(c => c.model.type !== 'code' || c.model.executionCount !== null);
+  const cells = panel.content.widgets.filter(c => c.model.type === 'code');
+  // A cell that raised stops the queue (later cells never run): done too, and ERRORS says what happened.
+  if (cells.some(c => c.model.outputs.toJSON().some(o => o.output_type === 'error'))) return true;
+  return cells.every(c => c.model.executionCount !== null);
 }}"""
 ERRORS = f"""() => {{
   const out = [];
@@ -134,6 +137,11 @@ def train_button(page):
     return page.locator("button.widget-button", has_text="Train").first
 
 
+def status_label(page):
+    # The Label widget (a div) next to the Train button; the sliders' descriptions are <label> elements.
+    return page.locator(".widget-vbox").filter(has=train_button(page)).locator("div.widget-label").first
+
+
 def slider(page, name: str):
     return page.locator(".widget-slider").filter(has=page.locator("label", has_text=name)).first
 
@@ -142,7 +150,7 @@ def snapshot(page) -> dict:
     """What a student sees of the explorer: the lambda_clip readout, the status, the run table, the two figures."""
     table = page.locator(".widget-output table").last
     return {"readout": slider(page, "lambda_clip").locator(".widget-readout").inner_text().strip(),
-            "status": page.locator(".widget-label").filter(has_text="epoch").last.inner_text(),
+            "status": status_label(page).inner_text(),
             "table_rows": table.locator("tbody tr").count() if table.count() else 0,
             "curves": page.locator(".widget-output img").nth(0).get_attribute("src"),
             "digits": page.locator(".widget-output img").nth(1).get_attribute("src")}
@@ -154,11 +162,12 @@ def click_and_check(page, before: dict, timeout_s: float = 300) -> tuple[dict, l
     handle.focus()
     page.keyboard.press("ArrowRight")
     train_button(page).click()
-    page.wait_for_timeout(500)
+    # Done when the click was handled and has ended: the status line changed and the button is on again (it is
+    # off while it trains). No fixed sleep: a busy kernel may take a while to even start.
     deadline = time.monotonic() + timeout_s
-    while train_button(page).is_disabled():  # the button is off while it trains
+    while status_label(page).inner_text() == before["status"] or train_button(page).is_disabled():
         if time.monotonic() > deadline:
-            return snapshot(page), ["training did not finish"]
+            return snapshot(page), ["the click was not handled, or training did not finish"]
         page.wait_for_timeout(500)
     page.wait_for_timeout(1000)  # the last redraw reaches the page
     after = snapshot(page)
@@ -171,8 +180,7 @@ def click_and_check(page, before: dict, timeout_s: float = 300) -> tuple[dict, l
         problems.append("the loss curves did not change")
     if after["digits"] == before["digits"]:
         problems.append("the generated digits did not change")
-    status = page.locator(".widget-label").filter(has_text="error").count()
-    if status or "error" in after["status"]:
+    if "error" in after["status"]:
         problems.append(f"a widget shows an error: {after['status']}")
     if page.get_by_text("Error displaying widget").count():
         problems.append("a widget failed to render")

@@ -71,7 +71,9 @@ def test_two_processes_with_the_label_term_and_a_refused_folder(tmp_path):
 
 
 def _worker_pid(port: int, rank: int) -> int | None:
-    """The torchrun worker of ``rank`` in the run that uses ``port`` (found by its environment)."""
+    """The torchrun worker of ``rank`` in the run that uses ``port``: found by its environment, and the lowest such
+    process id, since processes a worker forks inherit its environment."""
+    found = []
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
@@ -80,8 +82,8 @@ def _worker_pid(port: int, rank: int) -> int | None:
         except OSError:
             continue
         if env.get("MASTER_PORT") == str(port) and env.get("RANK") == str(rank) and "TORCHELASTIC_RUN_ID" in env:
-            return int(proc.name)
-    return None
+            found.append(int(proc.name))
+    return min(found, default=None)
 
 
 EPOCHS = ("--set", "epochs=3")
@@ -106,18 +108,23 @@ def test_a_killed_rank_resumes_exactly(tmp_path, rank, uninterrupted):
     cmd = _torchrun()
     port = int(cmd[cmd.index("--master_port") + 1])
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-    proc = subprocess.Popen([*cmd, *ARGS, *epochs, "--out", str(killed)], cwd=REPO, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True,
-                            env={**env, "HF_HUB_OFFLINE": "1", "CI": "1", "OMP_NUM_THREADS": "1"})
-    history = killed / "history.json"
-    deadline = time.monotonic() + 600
-    while not (history.is_file() and len(json.loads(history.read_text() or "[]")) >= 1):
-        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()[-3000:]
-        time.sleep(0.2)
-    pid = _worker_pid(port, rank)
-    assert pid is not None, "rank's process not found"
-    os.kill(pid, signal.SIGKILL)
-    proc.communicate(timeout=300)
+    log = tmp_path / "killed.log"  # a file, not a pipe: nobody reads while it runs, and a full pipe would block it
+    with open(log, "w") as err:
+        proc = subprocess.Popen([*cmd, *ARGS, *epochs, "--out", str(killed)], cwd=REPO, stdout=err, stderr=err,
+                                env={**env, "HF_HUB_OFFLINE": "1", "CI": "1", "OMP_NUM_THREADS": "1"})
+        try:
+            history = killed / "history.json"
+            deadline = time.monotonic() + 600
+            while not (history.is_file() and len(json.loads(history.read_text() or "[]")) >= 1):
+                assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+                time.sleep(0.05)
+            pid = _worker_pid(port, rank)
+            assert pid is not None, "rank's process not found"
+            os.kill(pid, signal.SIGKILL)
+            proc.wait(timeout=300)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
     assert proc.returncode != 0  # torchrun stops the run when a worker dies
     done = json.loads(history.read_text())
     assert 1 <= len(done) < 3, "the kill came after the run had finished: nothing to resume"

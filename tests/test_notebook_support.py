@@ -173,8 +173,9 @@ def test_train_or_resume_reuses_a_finished_run_and_refuses_another_unless_forced
     assert _snapshot(tmp_path) == before
     # force=True: said loudly, replaced by a fresh run, which is then reused like any finished run.
     logs.clear()
-    fresh = ns.train_or_resume(config, moved, semantic, tmp_path, log=logs.append, force=True)
-    assert fresh.epoch == 1 and "WILL BE REPLACED" in logs[0] and "trained 1 epochs" in logs[-1]
+    with pytest.warns(UserWarning, match="WILL BE REPLACED"):  # a warning: the user must know
+        fresh = ns.train_or_resume(config, moved, semantic, tmp_path, log=logs.append, force=True)
+    assert fresh.epoch == 1 and "trained 1 epochs" in logs[-1]
     assert ns.train_or_resume(config, moved, semantic, tmp_path, log=logs.append) and "reusing" in logs[-1]
 
 

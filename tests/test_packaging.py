@@ -71,3 +71,40 @@ def test_runtime_needs_no_test_tools():
     deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     names = {_split_req(r)[0] for r in deps}
     assert not names & {"pytest", "nbval", "jupyterlab", "seaborn"}, names
+
+
+def _helpers_imports(name: str) -> set[str]:
+    """The helpers modules that ``helpers.<name>`` imports anywhere in its file (top level or inside a function)."""
+    import ast
+
+    tree = ast.parse((ROOT / "helpers" / f"{name}.py").read_text())
+    out: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            if node.level == 1 or node.module == "helpers":
+                targets = [node.module] if node.module and node.level == 1 else [a.name for a in node.names]
+            elif node.module and node.module.startswith("helpers."):
+                targets = [node.module.split(".")[1]]
+            else:
+                continue
+            out.update(t.split(".")[0] for t in targets)
+        elif isinstance(node, ast.Import):
+            out.update(a.name.split(".")[1] for a in node.names if a.name.startswith("helpers."))
+    return out & set(MODULES)
+
+
+def test_no_import_cycle_among_helpers_modules():
+    """Data flows one way (docs/DESIGN.md#module-map): no module imports, even lazily, one that imports it back."""
+    graph = {name: _helpers_imports(name) - {name} for name in MODULES}
+    cycles = []
+
+    def visit(node, path):
+        for dep in graph[node]:
+            if dep == path[0]:
+                cycles.append(" -> ".join([*path, dep]))
+            elif dep not in path and dep > path[0]:  # each cycle once, from its smallest module
+                visit(dep, [*path, dep])
+
+    for start in MODULES:
+        visit(start, [start])
+    assert cycles == []

@@ -141,3 +141,20 @@ def test_last_line_without_newline_and_one_event_per_range(tmp_path, monkeypatch
 def test_workers_by_default_only_for_big_files():
     assert parse_parallel.default_workers(10 * 1024 * 1024) == 1
     assert parse_parallel.default_workers(3 * 1024 ** 3) >= 1
+
+
+def test_metadata_longer_than_the_head_window_is_read_whole(tmp_path, small_blocks):
+    """The scan reads a line's six metadata fields from its first bytes (textparser._HEAD); longer ones (here a code
+    padded to 300 digits, still the integer 4) are split from the whole line, with the same values."""
+    lines = event_lines(1, 4) + event_lines(2, 5)
+    padded = [ln.split("\t") for ln in lines[:14]]
+    for f in padded:
+        f[4] = "4".rjust(300, "0")
+    path = write(tmp_path, ["\t".join(f) for f in padded] + lines[14:])
+    assert len(padded[0][0]) + 300 > textparser._HEAD
+    one, two = parse_both(path)
+    assert_same(one, two)
+    events, rep = one
+    assert rep.events_valid == 2 and events.codes.tolist() == [4, 5]
+    expected = np.array(lines[0].split("\t")[6].split(","), dtype=np.float32)
+    np.testing.assert_array_equal(events.signals[0, 0, :len(expected)], expected)
