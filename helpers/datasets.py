@@ -57,7 +57,7 @@ def _cache_for(source: Path) -> Path:
     return source.with_suffix(".npz")
 
 
-def _banner(msg: str, verbose: bool) -> None:
+def _banner(msg: str) -> None:
     # A warning, shown by default (once: not logged as well): the user must know the data are not the recording.
     warnings.warn(msg, SyntheticDataWarning, stacklevel=3)
 
@@ -77,6 +77,8 @@ def load_dataset(data_path: str | Path | None = None, *, n_events: int | None = 
     never reads ``EEG2IMG_PROFILE``.
     synthetic_only: use the synthetic generator even when ``dataset/EP1.01.txt`` exists (demonstrations
       whose point depends on a known generating process, e.g. the leakage demo's session blocks).
+    verbose: no longer changes anything (kept so existing calls work): synthetic data always raise one
+      ``SyntheticDataWarning`` (helpers.log), and nothing is printed.
     """
     cfg = Config()  # the field defaults only; the caller passes its profile's values
     if synthetic_only and data_path is not None:
@@ -98,7 +100,7 @@ def load_dataset(data_path: str | Path | None = None, *, n_events: int | None = 
                             oracle_top1=info.oracle_top1 if info else None, cache_path=str(cache),
                             label_mode=info.spec.get("label_mode") if info else None)
         if info is not None:
-            _banner(f"SYNTHETIC DATA ({source.name}): generated EEG, not a recording. " + describe(loaded), verbose)
+            _banner(f"SYNTHETIC DATA ({source.name}): generated EEG, not a recording. " + describe(loaded))
         return loaded
     if device != "EP":
         raise ValueError(f"the synthetic default is EP only; give data_path for device {device!r}")
@@ -119,7 +121,7 @@ def load_dataset(data_path: str | Path | None = None, *, n_events: int | None = 
                         cache_path=str(cache), label_mode=label_mode)
     why = ("synthetic_only=True" if synthetic_only else
            f"NO {REAL_FILE} IN {dataset_dir()} (see dataset/README.md for the real file)")
-    _banner(f"{why}: USING SYNTHETIC DATA. " + describe(loaded), verbose)
+    _banner(f"{why}: USING SYNTHETIC DATA. " + describe(loaded))
     return loaded
 
 
