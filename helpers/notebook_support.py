@@ -103,10 +103,10 @@ def expected_clip(config: Config) -> tuple[str, bool]:
         try:
             import open_clip
 
-            from helpers import semantic
+            from helpers import clip_hub
 
             pcfg = open_clip.get_pretrained_cfg(config.clip_model, config.clip_pretrained)
-            cached = semantic._cached_weights_file(pcfg) if pcfg else None
+            cached = clip_hub.cached_weights_file(pcfg) if pcfg else None
         except Exception:  # unknown model names are reported when the CLIP is loaded
             cached = None
         if cached:
