@@ -19,7 +19,6 @@ continues exactly as the uninterrupted run would have (CPU; tested with a SIGKIL
 """
 from __future__ import annotations
 
-import json
 import math
 import numbers
 import time
@@ -34,6 +33,8 @@ import torch
 from helpers import distributed
 from helpers.checkpoint import CheckpointError, load_checkpoint_or_previous, save_checkpoint
 from helpers.config import Config
+from helpers.device import configure_backends, resolve_device  # noqa: F401 (resolve_device re-exported)
+from helpers.history import epoch_line, write_history
 from helpers.log import logger, progress_enabled
 from helpers.losses import discriminator_loss, generator_losses, kl_divergence, loss_weights
 from helpers.models import build_models, reparameterise
@@ -49,23 +50,6 @@ VAL_MAX_EVENTS = 128
 
 class TrainingDivergedError(RuntimeError):
     """A loss became NaN or infinite; the last good checkpoint is left untouched."""
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device=cuda was asked for but no CUDA GPU is visible; use --set device=cpu "
-                           "or --profile cpu")
-    return torch.device(name)
-
-
-def configure_backends(device: torch.device, deterministic: bool = True) -> None:
-    """CPU: repeatable. CUDA: TF32 matmuls (CLIP stays float32 storage), cudnn autotuning unless determinism."""
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-        torch.backends.cudnn.benchmark = not deterministic
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -446,31 +430,6 @@ class Trainer:
 
 def _as_features(x) -> torch.Tensor:
     return x if torch.is_tensor(x) else torch.as_tensor(np.asarray(x, dtype=np.float32))
-
-
-def write_history(history: list[dict], out_dir: str | Path) -> None:
-    """history.json and history.csv (one row per epoch, one column per loss term), written atomically."""
-    import pandas as pd
-
-    from helpers.checkpoint import write_text_atomic
-
-    out_dir = Path(out_dir)
-    # A term left out of the loss (weight 0, or adv/disc in the warm-up) is NaN in memory; strict JSON has no NaN,
-    # so it becomes null.
-    plain = [{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
-             for row in history]
-    write_text_atomic(out_dir / "history.json", json.dumps(plain, indent=1, allow_nan=False))
-    write_text_atomic(out_dir / "history.csv", pd.DataFrame(history).to_csv(index=False))
-
-
-def epoch_line(row: dict, epochs: int) -> str:
-    """One log line per epoch: the weighted total, the validation numbers, the time."""
-    parts = [f"epoch {row['epoch']}/{epochs}: total {row.get('train_total', float('nan')):.4f}"]
-    for key, name in (("val_clip", "val 1-cos"), ("val_semantic_top1", "val semantic top-1"),
-                      ("val_label_head_top1", "val label-head top-1")):
-        if key in row:
-            parts.append(f"{name} {row[key]:.3f}")
-    return ", ".join(parts) + f" ({row.get('seconds', 0):.0f} s)"
 
 
 def _progress(items, enabled: bool, desc: str):
