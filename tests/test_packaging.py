@@ -1,7 +1,11 @@
 """The package installs and imports, and the two dependency lists agree."""
 import importlib
+import json
+import os
 import pkgutil
 import re
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -58,6 +62,32 @@ MODULES = sorted(m.name for m in pkgutil.iter_modules(helpers.__path__) if m.nam
 def test_every_helpers_module_imports(name):
     module = importlib.import_module(f"helpers.{name}")
     assert module.__doc__, f"helpers.{name} needs a module docstring saying what it holds"
+
+
+def test_importing_every_module_writes_nothing(tmp_path):
+    """No import-time side effects: importing every helpers module adds no file to the home, temporary or working
+    folder (open_clip configs, caches and logs are written on first use, not on import). The libraries helpers
+    builds on are imported first: their own first-import caches (matplotlib's font list, torch's) are not ours."""
+    home, tmp, cwd = (tmp_path / d for d in ("home", "tmp", "cwd"))
+    for d in (home, tmp, cwd):
+        d.mkdir()
+    env = {**os.environ, "HOME": str(home), "TMPDIR": str(tmp), "XDG_CACHE_HOME": str(home / ".cache"),
+           "MPLCONFIGDIR": str(home / "mpl"), "PYTHONPATH": str(ROOT), "PYTHONDONTWRITEBYTECODE": "1"}
+    code = (
+        "import importlib, json, pathlib, sys\n"
+        "for lib in ('numpy', 'scipy.signal', 'pandas', 'sklearn', 'torch', 'torchvision', 'matplotlib.pyplot',\n"
+        "            'open_clip', 'mne', 'braindecode', 'tqdm.auto', 'ipywidgets'):\n"
+        "    importlib.import_module(lib)\n"
+        "def files():\n"
+        "    return {str(p) for d in sys.argv[1:] for p in pathlib.Path(d).rglob('*')}\n"
+        "before = files()\n"
+        + "".join(f"importlib.import_module('helpers.{m}')\n" for m in MODULES)
+        + "print(json.dumps(sorted(files() - before)))\n")
+    proc = subprocess.run([sys.executable, "-c", code, str(home), str(tmp), str(cwd)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    written = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert written == [], f"importing helpers wrote {written}"
 
 
 def test_core_modules_are_present():

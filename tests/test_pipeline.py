@@ -15,8 +15,8 @@ CONTRACT_KEYS = {"n_test_events": int, "semantic_top1": float, "semantic_top3": 
                  "chance_top1_upper95": float, "clip_semantic": bool, "oracle_top1": float}
 
 
-def run_cli(args, data_dir, timeout=600):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "EEG2IMG_PROFILE": "ci", "EEG2IMG_DATA_DIR": str(data_dir),
+def run_cli(args, data_dir, timeout=600, env_profile="ci"):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "EEG2IMG_PROFILE": env_profile, "EEG2IMG_DATA_DIR": str(data_dir),
            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
     return subprocess.run([sys.executable, "-m", "helpers", "run", *args], env=env, capture_output=True,
                           text=True, timeout=timeout)
@@ -29,8 +29,10 @@ def cli_run(tmp_path_factory, judge_dir):
     (out / "models").mkdir(parents=True)
     for f in judge_dir.iterdir():  # reuse the session's judge instead of training another
         shutil.copy(f, out / "models" / f.name)
+    # A bad EEG2IMG_PROFILE in the environment must not matter when --profile is given: configuration is read
+    # once, at the edge (docs/DESIGN.md#configuration).
     proc = run_cli(["--profile", "ci", "--out", str(out), "--set", "epochs=1", "--set", "synthetic_events=600"],
-                   root / "dataset")
+                   root / "dataset", env_profile="laptop")
     assert proc.returncode == 0, proc.stderr[-3000:]
     return root, out, proc
 
