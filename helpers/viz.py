@@ -4,7 +4,8 @@ Every figure function takes ``clip_trained`` and ``synthetic`` (required, keywor
 cannot forget to say how it was made). A figure made with an untrained CLIP carries a red banner
 and one made from synthetic data an orange banner, in the image itself, so a PNG shared alone
 still tells the truth. Each function saves a PNG under ``out_dir`` (default ``results/figures``)
-and returns ``(figure, path)``.
+and returns ``(figure, path)``. The banners and the saving are :mod:`helpers.figure`'s (re-exported here:
+``viz.banner_texts`` etc.).
 """
 from __future__ import annotations
 
@@ -18,7 +19,16 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from helpers.config import UNTRAINED_CLIP_NOTE
+from helpers.figure import (  # noqa: F401 - re-exported: viz.banner_texts etc. (tests, notebooks)
+    SYNTHETIC_TEXT,
+    UNTRAINED_TEXT,
+    banner_texts,
+    banners_height,
+    finish_figure,
+    synthetic_banner,
+    top_fraction,
+    untrained_banner,
+)
 
 # Border colours of the signature grid (docs/DESIGN.md#figures).
 TRUE_COLOR = "#2ca02c"      # green: the stimulus the subject saw
@@ -29,73 +39,10 @@ RANK_COLORS = (GOLD, SILVER, BRONZE)
 GENERATED_COLOR = "#404040"
 CHECK_MARK = "\u2713"  # in DejaVu Sans, matplotlib's default font
 
-UNTRAINED_TEXT = UNTRAINED_CLIP_NOTE
-SYNTHETIC_TEXT = "SYNTHETIC DATA: not a recording of a brain"
-_BANNER_INCHES = 0.32  # height reserved at the top of a figure per banner
-
 
 # ----------------------------------------------------------------------------------------------
-# Banners and saving
+# Image panels
 # ----------------------------------------------------------------------------------------------
-
-def _banner(fig: Figure, text: str, color: str, slot: int) -> None:
-    w_in, h_in = fig.get_size_inches()
-    h = _BANNER_INCHES / h_in
-    # Bold 10 pt DejaVu is about 0.085 inch per character: shrink the font on narrow figures.
-    size = min(10.0, 10.0 * 0.92 * w_in / (0.085 * len(text)))
-    fig.text(0.5, 1.0 - (slot + 0.5) * h, text, ha="center", va="center", fontsize=size, fontweight="bold",
-             color="white", bbox=dict(boxstyle="round,pad=0.3", facecolor=color, edgecolor="none"),
-             gid="banner")
-
-
-def untrained_banner(fig: Figure, slot: int = 0) -> Figure:
-    """Write the untrained-CLIP warning across the top of ``fig`` (call after layout)."""
-    _banner(fig, UNTRAINED_TEXT, "#c62828", slot)
-    return fig
-
-
-def synthetic_banner(fig: Figure, slot: int = 0) -> Figure:
-    """Write the synthetic-data warning across the top of ``fig`` (call after layout)."""
-    _banner(fig, SYNTHETIC_TEXT, "#e65100", slot)
-    return fig
-
-
-def banner_texts(fig: Figure) -> list[str]:
-    """The banner texts on a figure (for tests and for checks before a figure ships)."""
-    return [t.get_text() for t in fig.texts if t.get_gid() == "banner"]
-
-
-def _n_banners(clip_trained: bool, synthetic: bool) -> int:
-    return int(not clip_trained) + int(bool(synthetic))
-
-
-def _top_fraction(fig: Figure, clip_trained: bool, synthetic: bool) -> float:
-    """The figure fraction left for content below the banners."""
-    return 1.0 - _n_banners(clip_trained, synthetic) * _BANNER_INCHES / fig.get_size_inches()[1]
-
-
-def _finish(fig: Figure, name: str, out_dir, *, clip_trained: bool, synthetic: bool,
-            layout: bool = True, dpi: int = 110) -> tuple[Figure, Path]:
-    """Lay out below the banners, add them, save the PNG, return ``(fig, path)``."""
-    if not isinstance(clip_trained, bool) or not isinstance(synthetic, bool):
-        raise TypeError("clip_trained and synthetic must be True or False")
-    if layout:
-        fig.tight_layout(rect=(0, 0, 1, _top_fraction(fig, clip_trained, synthetic)))
-    slot = 0
-    if not clip_trained:
-        untrained_banner(fig, slot)
-        slot += 1
-    if synthetic:
-        synthetic_banner(fig, slot)
-    if out_dir is None:
-        from .config import results_dir
-
-        out_dir = results_dir() / "figures"
-    path = Path(out_dir) / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi, facecolor="white")
-    return fig, path
-
 
 def _frame(ax, color: str, width: float = 4.0) -> None:
     """A coloured border around an image panel (its spines), no ticks."""
@@ -174,7 +121,7 @@ def signature_grid(eeg, sfreq: float, labels, stimuli: np.ndarray, generated, to
     ncols = 3 + k
     row_h = 1.35
     width = 3.2 + 1.35 * (ncols - 1)
-    banner_h = _n_banners(clip_trained, synthetic) * _BANNER_INCHES
+    banner_h = banners_height(clip_trained, synthetic)
     height = rows * row_h + 0.55 + banner_h
     fig = plt.figure(figsize=(width, height))
     gs = fig.add_gridspec(rows, ncols, width_ratios=[2.4] + [1] * (ncols - 1), wspace=0.12, hspace=0.35,
@@ -218,7 +165,7 @@ def signature_grid(eeg, sfreq: float, labels, stimuli: np.ndarray, generated, to
                         fontweight="bold", color=TRUE_COLOR, gid="check")
     fig.text(0.99, 0.01, f"top-3 by {scorer}; the first {rows} of {n_total or n} test events", ha="right",
              va="bottom", fontsize=7, color="0.4")
-    return _finish(fig, filename, out_dir, clip_trained=clip_trained, synthetic=synthetic, layout=False, dpi=120)
+    return finish_figure(fig, filename, out_dir, clip_trained=clip_trained, synthetic=synthetic, layout=False, dpi=120)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -283,7 +230,7 @@ def training_curves(history: Sequence[Mapping], *, clip_trained: bool, synthetic
         raise ValueError("history has no numeric series besides 'epoch'")
     ncols = min(3, len(panels))
     nrows = math.ceil(len(panels) / ncols)
-    banner_h = _n_banners(clip_trained, synthetic) * _BANNER_INCHES
+    banner_h = banners_height(clip_trained, synthetic)
     fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 2.9 * nrows + 0.4 + banner_h), squeeze=False)
     for ax in axes.ravel()[len(panels):]:
         ax.set_visible(False)
@@ -309,9 +256,9 @@ def training_curves(history: Sequence[Mapping], *, clip_trained: bool, synthetic
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.suptitle(title, fontsize=11, y=_top_fraction(fig, clip_trained, synthetic) - 0.005, va="top")
-    fig.tight_layout(rect=(0, 0, 1, _top_fraction(fig, clip_trained, synthetic)))  # leaves room for suptitle
-    return _finish(fig, filename, out_dir, clip_trained=clip_trained, synthetic=synthetic, layout=False)
+    fig.suptitle(title, fontsize=11, y=top_fraction(fig, clip_trained, synthetic) - 0.005, va="top")
+    fig.tight_layout(rect=(0, 0, 1, top_fraction(fig, clip_trained, synthetic)))  # leaves room for suptitle
+    return finish_figure(fig, filename, out_dir, clip_trained=clip_trained, synthetic=synthetic, layout=False)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -329,7 +276,7 @@ def confusion_matrix_figure(cm, title: str = "confusion (test)", *, clip_trained
     c = cm.shape[0]
     rows = cm.sum(1, keepdims=True)
     share = np.divide(cm, rows, out=np.zeros(cm.shape, dtype=float), where=rows > 0)
-    banner_h = _n_banners(clip_trained, synthetic) * _BANNER_INCHES
+    banner_h = banners_height(clip_trained, synthetic)
     fig, ax = plt.subplots(figsize=(5.6, 5.0 + banner_h))
     im = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
     for i in range(c):
@@ -344,7 +291,7 @@ def confusion_matrix_figure(cm, title: str = "confusion (test)", *, clip_trained
     chance = rows.max() / cm.sum() if cm.sum() else float("nan")  # the majority class's share (stats.chance_level)
     ax.set_title(f"{title}\n(n={int(cm.sum())}, top-1 {acc:.3f}, chance {chance:.2f} = largest class)", fontsize=10)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of true class")
-    return _finish(fig, filename, out_dir, clip_trained=clip_trained, synthetic=synthetic)
+    return finish_figure(fig, filename, out_dir, clip_trained=clip_trained, synthetic=synthetic)
 
 
 def _acc_parts(a) -> tuple[float, float | None, float | None]:
@@ -380,7 +327,7 @@ def accuracy_bars(accuracies: Mapping, *, clip_trained: bool, synthetic: bool, c
     values = np.array([p[0] for p in parts])
     err = np.array([[v - lo if lo is not None else 0.0 for v, lo, _ in parts],
                     [hi - v if hi is not None else 0.0 for v, _, hi in parts]])
-    banner_h = _n_banners(clip_trained, synthetic) * _BANNER_INCHES
+    banner_h = banners_height(clip_trained, synthetic)
     fig, ax = plt.subplots(figsize=(max(4.5, 1.3 * len(names) + 1.5), 4.0 + banner_h + 0.5 * (len(names) > 4)))
     colors = [plt.cm.tab10(i % 10) for i in range(len(names))]
     ax.bar(range(len(names)), values, yerr=err, capsize=5, color=colors, alpha=0.85, edgecolor="black", lw=0.6)
@@ -400,7 +347,7 @@ def accuracy_bars(accuracies: Mapping, *, clip_trained: bool, synthetic: bool, c
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
     ax.grid(axis="y", alpha=0.3)
-    return _finish(fig, filename, out_dir, clip_trained=clip_trained, synthetic=synthetic)
+    return finish_figure(fig, filename, out_dir, clip_trained=clip_trained, synthetic=synthetic)
 
 
 def prediction_histogram_figure(histograms, *, clip_trained: bool, synthetic: bool, true_counts=None,
@@ -420,7 +367,7 @@ def prediction_histogram_figure(histograms, *, clip_trained: bool, synthetic: bo
     for k, v in hs.items():
         if v.ndim != 1 or len(v) != c or (v < 0).any():
             raise ValueError(f"histogram {k!r} must be {c} non-negative counts; got {v!r}")
-    banner_h = _n_banners(clip_trained, synthetic) * _BANNER_INCHES
+    banner_h = banners_height(clip_trained, synthetic)
     fig, ax = plt.subplots(figsize=(7.0, 3.6 + banner_h))
     width = 0.8 / len(hs)
     for i, (name, v) in enumerate(hs.items()):
@@ -437,4 +384,4 @@ def prediction_histogram_figure(histograms, *, clip_trained: bool, synthetic: bo
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
-    return _finish(fig, filename, out_dir, clip_trained=clip_trained, synthetic=synthetic)
+    return finish_figure(fig, filename, out_dir, clip_trained=clip_trained, synthetic=synthetic)
