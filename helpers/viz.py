@@ -5,11 +5,11 @@ cannot forget to say how it was made). A figure made with an untrained CLIP carr
 and one made from synthetic data an orange banner, in the image itself, so a PNG shared alone
 still tells the truth. Each function saves a PNG under ``out_dir`` (default ``results/figures``)
 and returns ``(figure, path)``. The banners and the saving are :mod:`helpers.figure`'s (re-exported here:
-``viz.banner_texts`` etc.).
+``viz.banner_texts`` etc.); the training curves are drawn in :mod:`helpers.curves`, with the explorer's loss curves
+(``viz.training_curves`` re-exported).
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -17,8 +17,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
 
+from helpers.curves import epoch_axis, is_number, training_curves  # noqa: F401 - training_curves re-exported
 from helpers.figure import (  # noqa: F401 - re-exported: viz.banner_texts etc. (tests, notebooks)
     SYNTHETIC_TEXT,
     UNTRAINED_TEXT,
@@ -169,99 +169,6 @@ def signature_grid(eeg, sfreq: float, labels, stimuli: np.ndarray, generated, to
 
 
 # ----------------------------------------------------------------------------------------------
-# Training curves
-# ----------------------------------------------------------------------------------------------
-
-_TERM_ORDER = ("total", "adv", "rec", "kl", "clip", "cls", "disc")
-_NOT_CURVES = ("epoch", "seconds")  # bookkeeping in a Trainer's history, not loss terms
-
-
-def epoch_axis(ax, epochs) -> None:
-    """Whole epochs on the x axis, spanning the run's epochs: every panel of a run gets the same axis (a term
-    that starts later, such as adv and disc after a warm-up, shows the gap), and one epoch is one tick, not a
-    0.95-1.05 range with fractional ticks."""
-    epochs = np.asarray(epochs, dtype=float)
-    pad = max(0.3, 0.04 * (epochs.max() - epochs.min()))
-    ax.set_xlim(epochs.min() - pad, epochs.max() + pad)
-    if epochs.min() == epochs.max():
-        ax.set_xticks([epochs.min()])
-    else:
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-
-
-def _term(key: str) -> str:
-    """The loss term a history key is about: ``train_rec`` and ``rec`` are both ``rec``."""
-    return key[len("train_"):] if key.startswith("train_") else key
-
-
-def _is_number(v) -> bool:
-    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
-
-
-def training_curves(history: Sequence[Mapping], *, clip_trained: bool, synthetic: bool, out_dir=None,
-                    filename: str = "training_curves.png", title: str = "training",
-                    chance: tuple[float, float] | None = None) -> tuple[Figure, Path]:
-    """One panel per loss term (``total``, ``adv``, ``rec``, ``kl``, ``clip``, ``cls``, ``disc``, then any
-    other): training solid, ``val_<term>`` dashed. Keys may carry a ``train_`` prefix (a Trainer's history);
-    ``seconds`` and terms that are NaN in every epoch (left out of the loss) are not drawn. Validation-only
-    series (e.g. ``val_semantic_top1``) share a last panel, with the chance levels of top-1 and top-3 when they
-    are accuracies: ``chance`` = (top-1, top-3) of the validation events' class mix
-    (:func:`helpers.stats.chance_level`), else the uniform 0.1 and 0.3, labelled as such.
-    """
-    if not history:
-        raise ValueError("history is empty: nothing to plot")
-    if any("epoch" not in h for h in history):
-        raise ValueError("every history entry needs an 'epoch'")
-    epochs = np.array([h["epoch"] for h in history], dtype=float)
-
-    def series(key):
-        return np.array([float(h[key]) if _is_number(h.get(key)) else np.nan for h in history])
-
-    keys: list[str] = []
-    for h in history:
-        keys += [k for k, v in h.items() if k not in _NOT_CURVES and k not in keys and _is_number(v)]
-    keys = [k for k in keys if not np.isnan(series(k)).all()]
-    train = [k for k in keys if not k.startswith("val_")]
-    order = {t: i for i, t in enumerate(_TERM_ORDER)}
-    train.sort(key=lambda k: (order.get(_term(k), len(order)), keys.index(k)))
-    val_only = [k for k in keys if k.startswith("val_") and k[4:] not in {_term(t) for t in train}]
-    panels = [[k] for k in train] + ([val_only] if val_only else [])
-    if not panels:
-        raise ValueError("history has no numeric series besides 'epoch'")
-    ncols = min(3, len(panels))
-    nrows = math.ceil(len(panels) / ncols)
-    banner_h = banners_height(clip_trained, synthetic)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 2.9 * nrows + 0.4 + banner_h), squeeze=False)
-    for ax in axes.ravel()[len(panels):]:
-        ax.set_visible(False)
-    for ax, panel in zip(axes.ravel(), panels):
-        epoch_axis(ax, epochs)
-        if panel is val_only:
-            for key in panel:
-                ax.plot(epochs, series(key), marker="o", ms=3, label=key[4:])
-            if all("top" in k for k in panel):
-                levels = chance or (0.1, 0.3)
-                for k, lvl in zip((1, 3), levels):
-                    if any(f"top{k}" in key for key in panel):
-                        name = f"chance top-{k}" + ("" if chance else " (uniform)")
-                        ax.axhline(lvl, color="0.5", ls=":", lw=1, label=name)
-                ax.set_ylim(0, 1)
-            ax.set_title("validation", fontsize=10)
-        else:
-            key = panel[0]
-            ax.plot(epochs, series(key), marker="o", ms=3, label="train")
-            if f"val_{_term(key)}" in keys:
-                ax.plot(epochs, series(f"val_{_term(key)}"), marker="s", ms=3, ls="--", label="validation")
-            ax.set_title(_term(key), fontsize=10)
-        ax.set_xlabel("epoch")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.suptitle(title, fontsize=11, y=top_fraction(fig, clip_trained, synthetic) - 0.005, va="top")
-    fig.tight_layout(rect=(0, 0, 1, top_fraction(fig, clip_trained, synthetic)))  # leaves room for suptitle
-    return finish_figure(fig, filename, out_dir, clip_trained=clip_trained, synthetic=synthetic, layout=False)
-
-
-# ----------------------------------------------------------------------------------------------
 # Confusion matrix, accuracy bars, prediction histogram
 # ----------------------------------------------------------------------------------------------
 
@@ -296,7 +203,7 @@ def confusion_matrix_figure(cm, title: str = "confusion (test)", *, clip_trained
 
 def _acc_parts(a) -> tuple[float, float | None, float | None]:
     """(value, ci low, ci high) from an Accuracy, a dict with the same keys, or a bare number."""
-    if _is_number(a):
+    if is_number(a):
         return float(a), None, None
     get = a.get if isinstance(a, Mapping) else (lambda k, d=None: getattr(a, k, d))
     value = get("value")
