@@ -11,15 +11,24 @@ through :func:`atomic_write`:
 
 If anything fails before step 3 (a full disk, ``File too large``, a kill, an exception in the writer) the
 temporary file is removed and the previous file is left exactly as it was.
+
+Results go out as strict JSON through :func:`write_json_atomic`, after :func:`to_plain` has turned numpy and torch
+values into plain ones (and refused NaN and inf), before anything touches the disk.
 """
 from __future__ import annotations
 
+import json
+import math
 import os
+import sys
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
-from typing import IO, Callable
+from typing import IO, Any, Callable
 
-__all__ = ["atomic_write", "write_bytes_atomic", "write_text_atomic", "fsync_dir"]
+import numpy as np
+
+__all__ = ["atomic_write", "write_bytes_atomic", "write_text_atomic", "fsync_dir", "to_plain", "write_json_atomic"]
 
 
 def fsync_dir(folder: str | os.PathLike) -> None:
@@ -77,3 +86,55 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes | bytearray | memory
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     """Write UTF-8 text with :func:`atomic_write`: never a half-written file."""
     return write_bytes_atomic(path, text.encode("utf-8"))
+
+
+# ----------------------------------------------------------------------------------------------
+# Plain JSON, written atomically
+# ----------------------------------------------------------------------------------------------
+
+def to_plain(obj: Any, where: str = "$") -> Any:
+    """Convert to plain JSON types (numpy/torch scalars and arrays, tuples, Paths, ``to_dict()`` objects).
+
+    Refuses NaN/inf and unknown types with an error that names where in the structure they are,
+    so that ``metrics.json`` is always strict JSON that any reader accepts.
+    """
+    if obj is None or isinstance(obj, (bool, str)):
+        return obj
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        if not math.isfinite(float(obj)):
+            raise ValueError(f"{where}: {float(obj)} is not allowed in JSON (strict JSON has no NaN/inf)")
+        return float(obj)
+    torch = sys.modules.get("torch")  # a tensor exists only once torch is imported: no import here
+    if torch is not None and isinstance(obj, torch.Tensor):
+        return to_plain(obj.detach().cpu().numpy(), where)
+    if isinstance(obj, np.ndarray):
+        return to_plain(obj.tolist(), where)
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, Mapping):
+        out = {}
+        for k, v in obj.items():
+            if not isinstance(k, (str, int, np.integer)) or isinstance(k, bool):
+                raise TypeError(f"{where}: key {k!r} of type {type(k).__name__} is not a JSON key")
+            out[str(k)] = to_plain(v, f"{where}.{k}")
+        return out
+    if isinstance(obj, (list, tuple)):
+        return [to_plain(v, f"{where}[{i}]") for i, v in enumerate(obj)]
+    if hasattr(obj, "to_dict") and callable(obj.to_dict):
+        return to_plain(obj.to_dict(), where)
+    raise TypeError(f"{where}: value of type {type(obj).__name__} cannot be written as JSON")
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any, indent: int = 2) -> Path:
+    """Write ``obj`` as strict JSON to ``path`` with :func:`write_text_atomic`.
+
+    Conversion (:func:`to_plain`) happens before anything touches the disk, and the old file is only
+    replaced once the new one is complete and flushed: a crash at any point leaves the previous
+    file intact and no temporary file behind.
+    """
+    text = json.dumps(to_plain(obj), indent=indent, allow_nan=False) + "\n"
+    return write_text_atomic(path, text)

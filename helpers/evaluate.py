@@ -2,19 +2,16 @@
 
 Everything here takes arrays (scores, labels, images), never models, so each metric can be checked
 on hand-made inputs. ``evaluation_metrics`` assembles the ``metrics.json`` dict whose top-level keys
-are a contract (docs/DESIGN.md#metricsjson); ``write_json_atomic`` writes it so that a crash never leaves a
-half-written file. Accuracies, intervals and permutation tests come from :mod:`helpers.stats`.
+are a contract (docs/DESIGN.md#metricsjson); ``write_json_atomic`` (:mod:`helpers.atomic`, re-exported here
+with ``to_plain``) writes it so that a crash never leaves a half-written file. Accuracies, intervals and
+permutation tests come from :mod:`helpers.stats`.
 
 Scores are ``[n, 10]`` arrays, higher = more likely; column ``c`` is digit ``c``. Predictions are
 the arg-max with ties broken towards the lower class index (as in :func:`helpers.stats.topk_correct`).
 """
 from __future__ import annotations
 
-import json
-import math
-import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,62 +21,10 @@ from scipy import stats as _st
 from skimage.metrics import structural_similarity
 
 from . import stats
+from .atomic import to_plain, write_json_atomic  # noqa: F401 - re-exported: evaluate.write_json_atomic (benchmarks)
 from .stimuli import N_DIGITS
 
 N_CLASSES = N_DIGITS  # one class per stimulus digit
-
-
-# ----------------------------------------------------------------------------------------------
-# Plain JSON, written atomically
-# ----------------------------------------------------------------------------------------------
-
-def to_plain(obj: Any, where: str = "$") -> Any:
-    """Convert to plain JSON types (numpy/torch scalars and arrays, tuples, Paths, ``to_dict()`` objects).
-
-    Refuses NaN/inf and unknown types with an error that names where in the structure they are,
-    so that ``metrics.json`` is always strict JSON that any reader accepts.
-    """
-    if obj is None or isinstance(obj, (bool, str)):
-        return obj
-    if isinstance(obj, np.bool_):
-        return bool(obj)
-    if isinstance(obj, (int, np.integer)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        if not math.isfinite(float(obj)):
-            raise ValueError(f"{where}: {float(obj)} is not allowed in JSON (strict JSON has no NaN/inf)")
-        return float(obj)
-    if isinstance(obj, torch.Tensor):
-        return to_plain(obj.detach().cpu().numpy(), where)
-    if isinstance(obj, np.ndarray):
-        return to_plain(obj.tolist(), where)
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, Mapping):
-        out = {}
-        for k, v in obj.items():
-            if not isinstance(k, (str, int, np.integer)) or isinstance(k, bool):
-                raise TypeError(f"{where}: key {k!r} of type {type(k).__name__} is not a JSON key")
-            out[str(k)] = to_plain(v, f"{where}.{k}")
-        return out
-    if isinstance(obj, (list, tuple)):
-        return [to_plain(v, f"{where}[{i}]") for i, v in enumerate(obj)]
-    if hasattr(obj, "to_dict") and callable(obj.to_dict):
-        return to_plain(obj.to_dict(), where)
-    raise TypeError(f"{where}: value of type {type(obj).__name__} cannot be written as JSON")
-
-
-def write_json_atomic(path: str | os.PathLike, obj: Any, indent: int = 2) -> Path:
-    """Write ``obj`` as strict JSON to ``path`` via a temporary file in the same folder and ``os.replace``.
-
-    Conversion (:func:`to_plain`) happens before anything touches the disk, and the old file is only
-    replaced once the new one is complete and flushed: a crash at any point leaves the previous
-    file intact and no temporary file behind.
-    """
-    from helpers.atomic import write_text_atomic
-
-    text = json.dumps(to_plain(obj), indent=indent, allow_nan=False) + "\n"
-    return write_text_atomic(path, text)
 
 
 # ----------------------------------------------------------------------------------------------

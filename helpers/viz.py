@@ -4,11 +4,12 @@ Every figure function takes ``clip_trained`` and ``synthetic`` (required, keywor
 cannot forget to say how it was made). A figure made with an untrained CLIP carries a red banner
 and one made from synthetic data an orange banner, in the image itself, so a PNG shared alone
 still tells the truth. Each function saves a PNG under ``out_dir`` (default ``results/figures``)
-and returns ``(figure, path)``.
+and returns ``(figure, path)``. The banners and the saving are :mod:`helpers.figure`'s (re-exported here:
+``viz.banner_texts`` etc.); the training curves are drawn in :mod:`helpers.curves`, with the explorer's loss curves
+(``viz.training_curves`` re-exported).
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -16,9 +17,18 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
 
-from helpers.config import UNTRAINED_CLIP_NOTE
+from helpers.curves import epoch_axis, is_number, training_curves  # noqa: F401 - training_curves re-exported
+from helpers.figure import (  # noqa: F401 - re-exported: viz.banner_texts etc. (tests, notebooks)
+    SYNTHETIC_TEXT,
+    UNTRAINED_TEXT,
+    banner_texts,
+    banners_height,
+    finish_figure,
+    synthetic_banner,
+    top_fraction,
+    untrained_banner,
+)
 
 # Border colours of the signature grid (docs/DESIGN.md#figures).
 TRUE_COLOR = "#2ca02c"      # green: the stimulus the subject saw
@@ -29,73 +39,10 @@ RANK_COLORS = (GOLD, SILVER, BRONZE)
 GENERATED_COLOR = "#404040"
 CHECK_MARK = "\u2713"  # in DejaVu Sans, matplotlib's default font
 
-UNTRAINED_TEXT = UNTRAINED_CLIP_NOTE
-SYNTHETIC_TEXT = "SYNTHETIC DATA: not a recording of a brain"
-_BANNER_INCHES = 0.32  # height reserved at the top of a figure per banner
-
 
 # ----------------------------------------------------------------------------------------------
-# Banners and saving
+# Image panels
 # ----------------------------------------------------------------------------------------------
-
-def _banner(fig: Figure, text: str, color: str, slot: int) -> None:
-    w_in, h_in = fig.get_size_inches()
-    h = _BANNER_INCHES / h_in
-    # Bold 10 pt DejaVu is about 0.085 inch per character: shrink the font on narrow figures.
-    size = min(10.0, 10.0 * 0.92 * w_in / (0.085 * len(text)))
-    fig.text(0.5, 1.0 - (slot + 0.5) * h, text, ha="center", va="center", fontsize=size, fontweight="bold",
-             color="white", bbox=dict(boxstyle="round,pad=0.3", facecolor=color, edgecolor="none"),
-             gid="banner")
-
-
-def untrained_banner(fig: Figure, slot: int = 0) -> Figure:
-    """Write the untrained-CLIP warning across the top of ``fig`` (call after layout)."""
-    _banner(fig, UNTRAINED_TEXT, "#c62828", slot)
-    return fig
-
-
-def synthetic_banner(fig: Figure, slot: int = 0) -> Figure:
-    """Write the synthetic-data warning across the top of ``fig`` (call after layout)."""
-    _banner(fig, SYNTHETIC_TEXT, "#e65100", slot)
-    return fig
-
-
-def banner_texts(fig: Figure) -> list[str]:
-    """The banner texts on a figure (for tests and for checks before a figure ships)."""
-    return [t.get_text() for t in fig.texts if t.get_gid() == "banner"]
-
-
-def _n_banners(clip_trained: bool, synthetic: bool) -> int:
-    return int(not clip_trained) + int(bool(synthetic))
-
-
-def _top_fraction(fig: Figure, clip_trained: bool, synthetic: bool) -> float:
-    """The figure fraction left for content below the banners."""
-    return 1.0 - _n_banners(clip_trained, synthetic) * _BANNER_INCHES / fig.get_size_inches()[1]
-
-
-def _finish(fig: Figure, name: str, out_dir, *, clip_trained: bool, synthetic: bool,
-            layout: bool = True, dpi: int = 110) -> tuple[Figure, Path]:
-    """Lay out below the banners, add them, save the PNG, return ``(fig, path)``."""
-    if not isinstance(clip_trained, bool) or not isinstance(synthetic, bool):
-        raise TypeError("clip_trained and synthetic must be True or False")
-    if layout:
-        fig.tight_layout(rect=(0, 0, 1, _top_fraction(fig, clip_trained, synthetic)))
-    slot = 0
-    if not clip_trained:
-        untrained_banner(fig, slot)
-        slot += 1
-    if synthetic:
-        synthetic_banner(fig, slot)
-    if out_dir is None:
-        from .config import results_dir
-
-        out_dir = results_dir() / "figures"
-    path = Path(out_dir) / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi, facecolor="white")
-    return fig, path
-
 
 def _frame(ax, color: str, width: float = 4.0) -> None:
     """A coloured border around an image panel (its spines), no ticks."""
@@ -174,7 +121,7 @@ def signature_grid(eeg, sfreq: float, labels, stimuli: np.ndarray, generated, to
     ncols = 3 + k
     row_h = 1.35
     width = 3.2 + 1.35 * (ncols - 1)
-    banner_h = _n_banners(clip_trained, synthetic) * _BANNER_INCHES
+    banner_h = banners_height(clip_trained, synthetic)
     height = rows * row_h + 0.55 + banner_h
     fig = plt.figure(figsize=(width, height))
     gs = fig.add_gridspec(rows, ncols, width_ratios=[2.4] + [1] * (ncols - 1), wspace=0.12, hspace=0.35,
@@ -218,100 +165,7 @@ def signature_grid(eeg, sfreq: float, labels, stimuli: np.ndarray, generated, to
                         fontweight="bold", color=TRUE_COLOR, gid="check")
     fig.text(0.99, 0.01, f"top-3 by {scorer}; the first {rows} of {n_total or n} test events", ha="right",
              va="bottom", fontsize=7, color="0.4")
-    return _finish(fig, filename, out_dir, clip_trained=clip_trained, synthetic=synthetic, layout=False, dpi=120)
-
-
-# ----------------------------------------------------------------------------------------------
-# Training curves
-# ----------------------------------------------------------------------------------------------
-
-_TERM_ORDER = ("total", "adv", "rec", "kl", "clip", "cls", "disc")
-_NOT_CURVES = ("epoch", "seconds")  # bookkeeping in a Trainer's history, not loss terms
-
-
-def epoch_axis(ax, epochs) -> None:
-    """Whole epochs on the x axis, spanning the run's epochs: every panel of a run gets the same axis (a term
-    that starts later, such as adv and disc after a warm-up, shows the gap), and one epoch is one tick, not a
-    0.95-1.05 range with fractional ticks."""
-    epochs = np.asarray(epochs, dtype=float)
-    pad = max(0.3, 0.04 * (epochs.max() - epochs.min()))
-    ax.set_xlim(epochs.min() - pad, epochs.max() + pad)
-    if epochs.min() == epochs.max():
-        ax.set_xticks([epochs.min()])
-    else:
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-
-
-def _term(key: str) -> str:
-    """The loss term a history key is about: ``train_rec`` and ``rec`` are both ``rec``."""
-    return key[len("train_"):] if key.startswith("train_") else key
-
-
-def _is_number(v) -> bool:
-    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
-
-
-def training_curves(history: Sequence[Mapping], *, clip_trained: bool, synthetic: bool, out_dir=None,
-                    filename: str = "training_curves.png", title: str = "training",
-                    chance: tuple[float, float] | None = None) -> tuple[Figure, Path]:
-    """One panel per loss term (``total``, ``adv``, ``rec``, ``kl``, ``clip``, ``cls``, ``disc``, then any
-    other): training solid, ``val_<term>`` dashed. Keys may carry a ``train_`` prefix (a Trainer's history);
-    ``seconds`` and terms that are NaN in every epoch (left out of the loss) are not drawn. Validation-only
-    series (e.g. ``val_semantic_top1``) share a last panel, with the chance levels of top-1 and top-3 when they
-    are accuracies: ``chance`` = (top-1, top-3) of the validation events' class mix
-    (:func:`helpers.stats.chance_level`), else the uniform 0.1 and 0.3, labelled as such.
-    """
-    if not history:
-        raise ValueError("history is empty: nothing to plot")
-    if any("epoch" not in h for h in history):
-        raise ValueError("every history entry needs an 'epoch'")
-    epochs = np.array([h["epoch"] for h in history], dtype=float)
-
-    def series(key):
-        return np.array([float(h[key]) if _is_number(h.get(key)) else np.nan for h in history])
-
-    keys: list[str] = []
-    for h in history:
-        keys += [k for k, v in h.items() if k not in _NOT_CURVES and k not in keys and _is_number(v)]
-    keys = [k for k in keys if not np.isnan(series(k)).all()]
-    train = [k for k in keys if not k.startswith("val_")]
-    order = {t: i for i, t in enumerate(_TERM_ORDER)}
-    train.sort(key=lambda k: (order.get(_term(k), len(order)), keys.index(k)))
-    val_only = [k for k in keys if k.startswith("val_") and k[4:] not in {_term(t) for t in train}]
-    panels = [[k] for k in train] + ([val_only] if val_only else [])
-    if not panels:
-        raise ValueError("history has no numeric series besides 'epoch'")
-    ncols = min(3, len(panels))
-    nrows = math.ceil(len(panels) / ncols)
-    banner_h = _n_banners(clip_trained, synthetic) * _BANNER_INCHES
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 2.9 * nrows + 0.4 + banner_h), squeeze=False)
-    for ax in axes.ravel()[len(panels):]:
-        ax.set_visible(False)
-    for ax, panel in zip(axes.ravel(), panels):
-        epoch_axis(ax, epochs)
-        if panel is val_only:
-            for key in panel:
-                ax.plot(epochs, series(key), marker="o", ms=3, label=key[4:])
-            if all("top" in k for k in panel):
-                levels = chance or (0.1, 0.3)
-                for k, lvl in zip((1, 3), levels):
-                    if any(f"top{k}" in key for key in panel):
-                        name = f"chance top-{k}" + ("" if chance else " (uniform)")
-                        ax.axhline(lvl, color="0.5", ls=":", lw=1, label=name)
-                ax.set_ylim(0, 1)
-            ax.set_title("validation", fontsize=10)
-        else:
-            key = panel[0]
-            ax.plot(epochs, series(key), marker="o", ms=3, label="train")
-            if f"val_{_term(key)}" in keys:
-                ax.plot(epochs, series(f"val_{_term(key)}"), marker="s", ms=3, ls="--", label="validation")
-            ax.set_title(_term(key), fontsize=10)
-        ax.set_xlabel("epoch")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.suptitle(title, fontsize=11, y=_top_fraction(fig, clip_trained, synthetic) - 0.005, va="top")
-    fig.tight_layout(rect=(0, 0, 1, _top_fraction(fig, clip_trained, synthetic)))  # leaves room for suptitle
-    return _finish(fig, filename, out_dir, clip_trained=clip_trained, synthetic=synthetic, layout=False)
+    return finish_figure(fig, filename, out_dir, clip_trained=clip_trained, synthetic=synthetic, layout=False, dpi=120)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -329,7 +183,7 @@ def confusion_matrix_figure(cm, title: str = "confusion (test)", *, clip_trained
     c = cm.shape[0]
     rows = cm.sum(1, keepdims=True)
     share = np.divide(cm, rows, out=np.zeros(cm.shape, dtype=float), where=rows > 0)
-    banner_h = _n_banners(clip_trained, synthetic) * _BANNER_INCHES
+    banner_h = banners_height(clip_trained, synthetic)
     fig, ax = plt.subplots(figsize=(5.6, 5.0 + banner_h))
     im = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
     for i in range(c):
@@ -344,12 +198,12 @@ def confusion_matrix_figure(cm, title: str = "confusion (test)", *, clip_trained
     chance = rows.max() / cm.sum() if cm.sum() else float("nan")  # the majority class's share (stats.chance_level)
     ax.set_title(f"{title}\n(n={int(cm.sum())}, top-1 {acc:.3f}, chance {chance:.2f} = largest class)", fontsize=10)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of true class")
-    return _finish(fig, filename, out_dir, clip_trained=clip_trained, synthetic=synthetic)
+    return finish_figure(fig, filename, out_dir, clip_trained=clip_trained, synthetic=synthetic)
 
 
 def _acc_parts(a) -> tuple[float, float | None, float | None]:
     """(value, ci low, ci high) from an Accuracy, a dict with the same keys, or a bare number."""
-    if _is_number(a):
+    if is_number(a):
         return float(a), None, None
     get = a.get if isinstance(a, Mapping) else (lambda k, d=None: getattr(a, k, d))
     value = get("value")
@@ -380,7 +234,7 @@ def accuracy_bars(accuracies: Mapping, *, clip_trained: bool, synthetic: bool, c
     values = np.array([p[0] for p in parts])
     err = np.array([[v - lo if lo is not None else 0.0 for v, lo, _ in parts],
                     [hi - v if hi is not None else 0.0 for v, _, hi in parts]])
-    banner_h = _n_banners(clip_trained, synthetic) * _BANNER_INCHES
+    banner_h = banners_height(clip_trained, synthetic)
     fig, ax = plt.subplots(figsize=(max(4.5, 1.3 * len(names) + 1.5), 4.0 + banner_h + 0.5 * (len(names) > 4)))
     colors = [plt.cm.tab10(i % 10) for i in range(len(names))]
     ax.bar(range(len(names)), values, yerr=err, capsize=5, color=colors, alpha=0.85, edgecolor="black", lw=0.6)
@@ -400,7 +254,7 @@ def accuracy_bars(accuracies: Mapping, *, clip_trained: bool, synthetic: bool, c
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
     ax.grid(axis="y", alpha=0.3)
-    return _finish(fig, filename, out_dir, clip_trained=clip_trained, synthetic=synthetic)
+    return finish_figure(fig, filename, out_dir, clip_trained=clip_trained, synthetic=synthetic)
 
 
 def prediction_histogram_figure(histograms, *, clip_trained: bool, synthetic: bool, true_counts=None,
@@ -420,7 +274,7 @@ def prediction_histogram_figure(histograms, *, clip_trained: bool, synthetic: bo
     for k, v in hs.items():
         if v.ndim != 1 or len(v) != c or (v < 0).any():
             raise ValueError(f"histogram {k!r} must be {c} non-negative counts; got {v!r}")
-    banner_h = _n_banners(clip_trained, synthetic) * _BANNER_INCHES
+    banner_h = banners_height(clip_trained, synthetic)
     fig, ax = plt.subplots(figsize=(7.0, 3.6 + banner_h))
     width = 0.8 / len(hs)
     for i, (name, v) in enumerate(hs.items()):
@@ -437,4 +291,4 @@ def prediction_histogram_figure(histograms, *, clip_trained: bool, synthetic: bo
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
-    return _finish(fig, filename, out_dir, clip_trained=clip_trained, synthetic=synthetic)
+    return finish_figure(fig, filename, out_dir, clip_trained=clip_trained, synthetic=synthetic)

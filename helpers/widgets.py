@@ -11,7 +11,8 @@ The loss-weight explorer in notebook 04 is five sliders (``lambda_adv``, ``lambd
 ``on_train_clicked`` trains N more epochs with a Trainer built for the chosen weights (a new one, same seed,
 whenever the weights change), and after every epoch redraws the loss curves and a grid of generated digits
 in the given Output widgets, in place. It also returns the figures, so tests and CI (nbval, no browser)
-exercise exactly what a click does.
+exercise exactly what a click does. The loss curves are :func:`helpers.curves.render_loss_curves` (re-exported
+here), drawn by the same function as the run's ``training_curves.png``.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 import numpy as np
 
 from helpers.config import UNTRAINED_CLIP_NOTE
+from helpers.curves import CURVE_TERMS, VAL_TERMS, render_loss_curves  # noqa: F401 - re-exported (notebook 04, tests)
 from helpers.figure import new_figure
 from helpers.losses import WEIGHT_NAMES, loss_weights
 
@@ -39,19 +41,6 @@ SLIDER_RANGES: dict[str, tuple[float, float, float]] = {
     "lambda_cls": (0.0, 5.0, 0.1),
 }
 EPOCHS_RANGE = (1, 20)
-# Loss terms drawn in the curves, with the label each gets.
-CURVE_TERMS: dict[str, str] = {
-    "train_total": "total (weighted)",
-    "train_adv": "adversarial",
-    "train_rec": "L1 reconstruction",
-    "train_kl": "KL",
-    "train_clip": "semantic 1 - cos",
-    "train_cls": "label cross-entropy",
-    "train_disc": "discriminator",
-}
-VAL_TERMS: dict[str, str] = {"val_clip": "val semantic 1 - cos", "val_semantic_top1": "val semantic top-1",
-                             "val_label_head_top1": "val label-head top-1",
-                             "val_judge_top1": "val judge top-1 (independent)"}
 # A click trains on at most this many training events per epoch, so that it answers in well under a minute on a
 # laptop CPU (the main run of section 2 uses them all). TrainingSession(max_train_events=None) lifts the cap.
 EXPLORE_TRAIN_EVENTS = 512
@@ -126,67 +115,6 @@ def read_values(controls: Mapping[str, Any]) -> dict[str, float | int]:
 
 
 # ------------------------------------------------------------------------------------------- figures
-
-def render_loss_curves(history: list[dict], title: str = "", weights: Mapping[str, float] | None = None,
-                       chance: float | None = None, earlier: Sequence[tuple[str, list[dict]]] = ()) -> "Figure":
-    """Loss terms per epoch (left) and the validation semantic numbers (right) from ``Trainer.history``.
-
-    Terms left out of training (weight 0) are logged as NaN by the trainer and are not drawn. With ``weights``
-    (``lambda_<term>`` -> weight) each term is drawn *weighted*, as it enters the total: what a slider changes is
-    then visible as the height of its curve (the discriminator's own loss stays as it is). ``chance``: top-1 of a
-    label-blind guess on the validation events' class mix (default: the uniform 0.1, marked as such).
-    ``earlier``: ``(label, history)`` of earlier runs, drawn thin and grey (their weighted total, and their judge
-    top-1, or semantic top-1 without a judge) so that a run can be compared with the ones before it.
-    """
-    fig = new_figure(8.0, 3.2)
-    ax_loss, ax_val = fig.subplots(1, 2)
-    epochs = [row.get("epoch", i + 1) for i, row in enumerate(history)]
-    ticks = list(epochs)  # with earlier runs: every epoch any run reached
-    drawn = 0
-    for key, label in CURVE_TERMS.items():
-        ys = np.array([row.get(key, np.nan) for row in history], dtype=float)
-        lam = None if weights is None else weights.get(f"lambda_{key.removeprefix('train_')}")
-        if lam == 0:  # left out of the total (the trainer logs it as NaN)
-            continue
-        if lam is not None:
-            ys, label = lam * ys, f"{lam:g} x {label}"
-        if np.isfinite(ys).any():
-            ax_loss.plot(epochs, ys, marker="o", label=label)
-            drawn += 1
-    for i, (name, rows) in enumerate(earlier):
-        xs = [row.get("epoch", j + 1) for j, row in enumerate(rows)]
-        style = {"color": "grey", "lw": 1, "alpha": 0.8 - 0.15 * i, "ls": ("--", ":", "-.", (0, (1, 3)))[i % 4]}
-        ax_loss.plot(xs, [row.get("train_total", np.nan) for row in rows], label=f"{name}: total", **style)
-        key = "val_judge_top1" if any("val_judge_top1" in row for row in rows) else "val_semantic_top1"
-        ax_val.plot(xs, [row.get(key, np.nan) for row in rows], label=f"{name}: {VAL_TERMS[key]}", **style)
-        ticks = sorted(set(ticks) | set(xs))
-    ax_loss.set_xlabel("epoch")
-    ax_loss.set_ylabel("weighted loss (training mean)" if weights is not None else "loss (training mean)")
-    ax_loss.set_yscale("symlog", linthresh=0.1)
-    if drawn or earlier:
-        ax_loss.legend(fontsize=7)
-    else:
-        ax_loss.text(0.5, 0.5, "no epochs yet", ha="center", va="center", transform=ax_loss.transAxes)
-    for key, label in VAL_TERMS.items():
-        ys = np.array([row.get(key, np.nan) for row in history], dtype=float)
-        if np.isfinite(ys).any():
-            ax_val.plot(epochs, ys, marker="o", label=label)
-    if chance is None:
-        ax_val.axhline(0.1, color="grey", ls="--", lw=1, label="chance top-1 (0.1)")
-    else:
-        ax_val.axhline(chance, color="grey", ls="--", lw=1, label=f"chance top-1 ({chance:.2f}, class mix)")
-    ax_val.set_xlabel("epoch")
-    ax_val.set_ylim(-0.02, max(1.05, ax_val.get_ylim()[1]))
-    ax_val.legend(fontsize=7)
-    if ticks:
-        from helpers.viz import epoch_axis
-
-        for ax in (ax_loss, ax_val):
-            epoch_axis(ax, ticks)
-    if title:
-        fig.suptitle(title, fontsize=9)
-    return fig
-
 
 def _to_uint8(images) -> np.ndarray:
     """[n, 3, S, S] float in [-1, 1] (tensor or array) or uint8 [n, S, S, 3] -> uint8 [n, S, S, 3]."""
