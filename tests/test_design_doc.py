@@ -250,6 +250,21 @@ def test_every_config_field_is_documented():
     assert not missing, f"Config fields not described in docs/DESIGN.md: {missing}"
 
 
+def test_module_map_matches_the_files():
+    """A reader finds each concern in one place: the module map's first column names every helpers module, and only
+    modules that exist."""
+    import pkgutil
+
+    import helpers
+
+    body = section(design_text(), "Module map")
+    named = {name for row in body.splitlines() if row.startswith("| `")
+             for name in re.findall(r"`([a-z_0-9]+)`", row.split("|")[1])}
+    modules = {m.name for m in pkgutil.iter_modules(helpers.__path__) if m.name != "__main__"}
+    assert not modules - named, f"helpers modules missing from docs/DESIGN.md#module-map: {sorted(modules - named)}"
+    assert not named - modules, f"docs/DESIGN.md#module-map names modules that do not exist: {sorted(named - modules)}"
+
+
 def test_every_profile_is_documented():
     from helpers.config import PROFILES
 
