@@ -159,9 +159,29 @@ def test_training_leaves_global_torch_state_alone(tmp_path):
 
 def test_failing_the_stimulus_check_is_a_clear_error_and_caches_nothing(tmp_path):
     recipe = dc.Recipe(name="hopeless", steps=2, batch_size=16, min_stimuli_correct=10)
-    with pytest.raises(dc.DigitClipCheckError, match=r"recognises only \d+/10 stimuli.*Nothing was cached"):
+    with pytest.raises(dc.DigitClipCheckError, match=r"no seed of 0..2 passed.*recognises only \d+/10 stimuli.*Nothing "
+                                                     r"was cached"):
         dc.load_or_train(recipe, cache_dir=tmp_path, progress=False)
     assert not any(tmp_path.iterdir())
+
+
+def test_a_seed_that_fails_the_check_is_followed_by_the_next_and_the_record_says_which(tmp_path, monkeypatch):
+    """Another CPU can round its way to a network that misses a stimulus: the next seed is trained instead of
+    falling back to an untrained CLIP, and the record names the seed that passed."""
+    original, seeds = dc.train, []
+
+    def seed0_fails(recipe, progress=None):
+        seeds.append(recipe.seed)
+        if recipe.seed == QUICK.seed:
+            raise dc.DigitClipCheckError("digit-CLIP (recipe quick, v1) recognises only 9/10 stimuli. Nothing was cached.")
+        return original(recipe, progress=progress)
+
+    monkeypatch.setattr(dc, "train", seed0_fails)
+    trained = dc.load_or_train(QUICK, cache_dir=tmp_path, progress=False)
+    assert seeds == [QUICK.seed, QUICK.seed + 1]
+    assert trained.metadata["seed_used"] == QUICK.seed + 1 and trained.metadata["seeds_failed"] == [QUICK.seed]
+    again = dc.load_or_train(QUICK, cache_dir=tmp_path, progress=False)  # the cache of QUICK, not retrained
+    assert seeds == [QUICK.seed, QUICK.seed + 1] and again.sha256 == trained.sha256
 
 
 # --- the real recipe --------------------------------------------------------------------------------
