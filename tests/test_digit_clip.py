@@ -6,6 +6,7 @@ real one, cached under dataset/cache (or $EEG2IMG_CACHE_DIR): about two minutes 
 Thresholds compare with the untrained network of the same test, or keep wide margins.
 """
 import json
+import logging
 import math
 
 import pytest
@@ -13,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from helpers import digit_clip as dc
+from helpers.log import logger
 from helpers.stimuli import get_stimuli, to_tensor
 
 
@@ -159,8 +161,8 @@ def test_training_leaves_global_torch_state_alone(tmp_path):
 
 def test_failing_the_stimulus_check_is_a_clear_error_and_caches_nothing(tmp_path):
     recipe = dc.Recipe(name="hopeless", steps=2, batch_size=16, min_stimuli_correct=10)
-    with pytest.raises(dc.DigitClipCheckError, match=r"no seed of 0..2 passed.*recognises only \d+/10 stimuli.*Nothing "
-                                                     r"was cached"):
+    with pytest.raises(dc.DigitClipCheckError, match=r"no seed passed \(seed 0: \d+/10 and \d+/10, seed 1: .*, seed 2: .* at "
+                                                     r"64 / 32 px\).*recognises only \d+/10 stimuli.*Nothing was cached"):
         dc.load_or_train(recipe, cache_dir=tmp_path, progress=False)
     assert not any(tmp_path.iterdir())
 
@@ -173,15 +175,27 @@ def test_a_seed_that_fails_the_check_is_followed_by_the_next_and_the_record_says
     def seed0_fails(recipe, progress=None):
         seeds.append(recipe.seed)
         if recipe.seed == QUICK.seed:
-            raise dc.DigitClipCheckError("digit-CLIP (recipe quick, v1) recognises only 9/10 stimuli. Nothing was cached.")
+            raise dc.DigitClipCheckError("digit-CLIP (recipe quick, v1) recognises only 9/10 stimuli. Nothing was cached.",
+                                         {"stimuli_correct_64px": 9, "stimuli_correct_32px": 10})
         return original(recipe, progress=progress)
 
     monkeypatch.setattr(dc, "train", seed0_fails)
-    trained = dc.load_or_train(QUICK, cache_dir=tmp_path, progress=False)
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger.addHandler(handler)
+    try:
+        trained = dc.load_or_train(QUICK, cache_dir=tmp_path, progress=False)
+    finally:
+        logger.removeHandler(handler)
     assert seeds == [QUICK.seed, QUICK.seed + 1]
-    assert trained.metadata["seed_used"] == QUICK.seed + 1 and trained.metadata["seeds_failed"] == [QUICK.seed]
+    failed = [{"seed": QUICK.seed, "stimuli_correct_64px": 9, "stimuli_correct_32px": 10}]
+    assert trained.metadata["seed_used"] == QUICK.seed + 1 and trained.metadata["seeds_failed"] == failed
+    assert trained.metadata["recipe"] == QUICK.to_dict()  # the recipe asked for; the seed that passed is seed_used
+    assert any("seed 0 named 9/10 stimuli" in r.getMessage() and "seed 1" in r.getMessage() for r in records)
     again = dc.load_or_train(QUICK, cache_dir=tmp_path, progress=False)  # the cache of QUICK, not retrained
     assert seeds == [QUICK.seed, QUICK.seed + 1] and again.sha256 == trained.sha256
+    assert again.metadata["seed_used"] == QUICK.seed + 1
 
 
 # --- the real recipe --------------------------------------------------------------------------------

@@ -72,7 +72,10 @@ def test_importing_every_module_writes_nothing(tmp_path):
     for d in (home, tmp, cwd):
         d.mkdir()
     env = {**os.environ, "HOME": str(home), "TMPDIR": str(tmp), "XDG_CACHE_HOME": str(home / ".cache"),
-           "MPLCONFIGDIR": str(home / "mpl"), "PYTHONPATH": str(ROOT), "PYTHONDONTWRITEBYTECODE": "1"}
+           "MPLCONFIGDIR": str(home / "mpl"), "PYTHONPATH": str(ROOT), "PYTHONDONTWRITEBYTECODE": "1",
+           # the project's own folders (dataset/, its cache, results/) pointed inside the watched ones
+           "EEG2IMG_DATA_DIR": str(home / "dataset"), "EEG2IMG_CACHE_DIR": str(home / "cache"),
+           "EEG2IMG_RESULTS_DIR": str(home / "results")}
     code = (
         "import importlib, json, pathlib, sys\n"
         "for lib in ('numpy', 'scipy.signal', 'pandas', 'sklearn', 'torch', 'torchvision', 'matplotlib.pyplot',\n"

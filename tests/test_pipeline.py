@@ -29,8 +29,8 @@ def cli_run(tmp_path_factory, judge_dir):
     (out / "models").mkdir(parents=True)
     for f in judge_dir.iterdir():  # reuse the session's judge instead of training another
         shutil.copy(f, out / "models" / f.name)
-    # A bad EEG2IMG_PROFILE in the environment must not matter when --profile is given: configuration is read
-    # once, at the edge (docs/DESIGN.md#configuration).
+    # A bad EEG2IMG_PROFILE in the environment must not matter when --profile is given: the configuration comes
+    # from the command line (docs/DESIGN.md#configuration).
     proc = run_cli(["--profile", "ci", "--out", str(out), "--set", "epochs=1", "--set", "synthetic_events=600"],
                    root / "dataset", env_profile="laptop")
     assert proc.returncode == 0, proc.stderr[-3000:]
