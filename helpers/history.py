@@ -4,23 +4,22 @@ See docs/DESIGN.md#run-folder-and-checkpoints and docs/DESIGN.md#logging-warning
 """
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
+
+from helpers.atomic import write_json_atomic, write_text_atomic
 
 
 def write_history(history: list[dict], out_dir: str | Path) -> None:
     """history.json and history.csv (one row per epoch, one column per loss term), written atomically."""
     import pandas as pd
 
-    from helpers.checkpoint import write_text_atomic
-
     out_dir = Path(out_dir)
     # A term left out of the loss (weight 0, or adv/disc in the warm-up) is NaN in memory; strict JSON has no NaN,
     # so it becomes null.
     plain = [{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
              for row in history]
-    write_text_atomic(out_dir / "history.json", json.dumps(plain, indent=1, allow_nan=False))
+    write_json_atomic(out_dir / "history.json", plain, indent=1)
     write_text_atomic(out_dir / "history.csv", pd.DataFrame(history).to_csv(index=False))
 
 
