@@ -1,17 +1,24 @@
 """GPU training throughput for the `gpu` profile (ViT-B-32 CLIP, 224 px generator), ready for a CUDA machine.
 
-Measures, in one run on one card: the seed-faithful step (CLIP unfrozen, targets re-encoded every step) at
-batch 16; our step at batch 16 in float32 and with mixed precision (bf16 autocast for encoder, generator
-and discriminator; CLIP always float32); and our step with mixed precision at larger batches, to find the
-best images per second. Also checks correctness on CUDA: finite losses, CLIP weights bit-identical after
-the steps, and non-zero generator gradients from the semantic term.
+Measures, in one run on one card, at batch 16 and 64 (and larger batches with mixed precision, to find the
+best images per second): the seed-faithful step (open_clip's own modules, CLIP unfrozen, targets re-encoded
+every step, float32) and our step in float32 and with mixed precision (bf16 autocast for the networks and
+for CLIP's pass on the generated images; targets float32); median seconds per step, images per second and
+peak GPU memory. Every row uses the seed's plain CLIP loss (`clip_views=1`), so all do the same work.
+
+Checks correctness on CUDA before timing: the first steps' loss terms agree with the same steps on the CPU
+(same weights, same noise, dropout off; TF32 on the GPU, so within 2 %), losses are finite with and without
+mixed precision, CLIP's weights are bit-identical after training steps, and the semantic term alone reaches
+the generator.
 
 Usage (on the GPU machine): python benchmarks/bench_train_gpu.py [--steps 20] [--out DIR]
 Prints the card's name, a table and one JSON line; writes DIR/train_gpu.json (default benchmarks/results).
+Under 8 minutes on any recent card (the CPU half of the agreement check is most of it).
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -22,14 +29,65 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch
+from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.bench_train import seed_faithful_step  # noqa: E402
+import helpers.train  # noqa: E402
+from benchmarks.bench_train import open_clip_modules, seed_faithful_step  # noqa: E402
 from helpers.config import make_config  # noqa: E402
 from helpers.evaluate import write_json_atomic  # noqa: E402
 from helpers.semantic import load_clip  # noqa: E402
 from helpers.stimuli import render_digits, to_tensor  # noqa: E402
 from helpers.train import Trainer  # noqa: E402
+
+AGREEMENT_RTOL = 0.02  # TF32 matmuls on the GPU against float32 on the CPU
+SAME_WORK = {"clip_views": 1, "clip_weights": "untrained"}  # every row: the seed's plain CLIP loss
+
+
+def profile_trainer(device: str, batch: int = 16, amp: bool = False, profile: str = "gpu", clip=None) -> Trainer:
+    """A trainer of `profile` on `device` (the profile's networks and image size; CLIP untrained: speed only)."""
+    cfg = make_config(profile, {**SAME_WORK, "batch_size": batch, "mixed_precision": amp, "device": device})
+    clip = clip or load_clip(cfg.clip_model, "untrained", device=device)
+    emb = clip.encode_images(to_tensor(render_digits(224)).to(device)).detach()
+    return Trainer(cfg, to_tensor(render_digits(224), size=cfg.image_size), clip, emb)
+
+
+def _cpu_noise(noise: torch.Generator, mu, logvar, generator=None):
+    """reparameterise with its noise drawn on the CPU, so that every device gets the same."""
+    eps = torch.randn(mu.shape, generator=noise).to(mu.device, mu.dtype)
+    return mu + torch.exp(0.5 * logvar) * eps
+
+
+def device_agreement(device: str, steps: int = 3, batch: int = 16, profile: str = "gpu") -> dict:
+    """The first `steps` training steps on `device` against the CPU: the largest relative difference per term.
+
+    Both start from the same weights (the trainer seeds its networks on the CPU) and use the same latent noise,
+    drawn on the CPU; dropout is off, since CPU and CUDA draw different masks.
+    """
+    terms = {}
+    original = helpers.train.reparameterise
+    try:
+        for dev in ("cpu", device):
+            helpers.train.reparameterise = functools.partial(_cpu_noise, torch.Generator().manual_seed(0))
+            tr = profile_trainer(dev, batch, profile=profile)
+            for m in tr.encoder.modules():
+                if isinstance(m, nn.Dropout):
+                    m.eval()
+            data = torch.Generator().manual_seed(1)
+            runs = []
+            for _ in range(steps):
+                x = torch.randn(batch, tr.config.feature_dim, generator=data)
+                y = torch.randint(0, 10, (batch,), generator=data)
+                runs.append({k: v for k, v in tr.train_step(x, y).items() if math.isfinite(v)})
+            terms[dev] = runs
+    finally:
+        helpers.train.reparameterise = original
+    worst = {}
+    for a, b in zip(terms["cpu"], terms[device]):
+        for k in a:
+            worst[k] = max(worst.get(k, 0.0), abs(b[k] - a[k]) / max(abs(a[k]), 1e-3))
+    return {"steps": steps, "max_relative_difference": worst, "rtol": AGREEMENT_RTOL,
+            "agree": all(v <= AGREEMENT_RTOL for v in worst.values())}
 
 
 def cuda_time(fn, steps: int) -> float:
@@ -47,63 +105,66 @@ def cuda_time(fn, steps: int) -> float:
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser()
     p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--batches", default="16,32,64,128")
+    p.add_argument("--batches", default="16,64,128,256", help="16 and 64 are timed every way; others with AMP only")
     p.add_argument("--out", default=str(Path(__file__).parent / "results"))
     a = p.parse_args(argv)
     if not torch.cuda.is_available():
         print("no CUDA device: this benchmark is for a GPU machine", file=sys.stderr)
         return {}
     card = torch.cuda.get_device_name(0)
+    checks = {"cpu_agreement": device_agreement("cuda")}
     torch.manual_seed(0)
     clip = load_clip("ViT-B-32", "untrained", device="cuda")
-    full = to_tensor(render_digits(224)).cuda()
-    emb = clip.encode_images(full).detach()
-    stimuli = to_tensor(render_digits(224), size=224)
     clip_before = {k: v.clone() for k, v in clip.state_dict().items()}
 
-    def trainer(batch, amp):
-        cfg = make_config("gpu", {"batch_size": batch, "mixed_precision": amp, "clip_weights": "untrained"})
-        return Trainer(cfg, stimuli, clip, emb)
+    rows, out_of_memory = {}, []
 
-    rows = {}
-    checks = {}
-    x16, y16 = torch.randn(16, 264, device="cuda"), (torch.arange(16) % 10).cuda()
-    naive = trainer(16, False)
-    naive_clip = load_clip("ViT-B-32", "untrained", device="cuda")
-    naive_clip.model.requires_grad_(True)
-    rows["seed_faithful_b16_fp32"] = (16, cuda_time(lambda: seed_faithful_step(naive, naive_clip, x16, y16), a.steps))
-    for amp in (False, True):
-        tr = trainer(16, amp)
-        terms = tr.train_step(x16, y16)
-        # Terms with weight 0 are logged as NaN on purpose (the gpu profile has no label term): check the rest.
-        checks[f"finite_losses_amp_{amp}"] = all(math.isfinite(v) for k, v in terms.items()
-                                                 if k in ("total", "disc") or getattr(tr.config, f"lambda_{k}") > 0)
-        rows[f"ours_b16_{'amp' if amp else 'fp32'}"] = (16, cuda_time(lambda tr=tr: tr.train_step(x16, y16), a.steps))
-    out_of_memory = []
-    for b in [int(s) for s in a.batches.split(",") if int(s) != 16]:
+    def timed_row(name: str, batch: int, step) -> None:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        seconds = cuda_time(step, a.steps)
+        rows[name] = (batch, seconds, torch.cuda.max_memory_allocated() / 2**20)
+
+    for b in [int(s) for s in a.batches.split(",")]:
+        xb, yb = torch.randn(b, 264, device="cuda"), (torch.arange(b) % 10).cuda()
         try:
-            tr = trainer(b, True)
-            xb, yb = torch.randn(b, 264, device="cuda"), (torch.arange(b) % 10).cuda()
-            rows[f"ours_b{b}_amp"] = (b, cuda_time(lambda tr=tr, xb=xb, yb=yb: tr.train_step(xb, yb), a.steps))
+            if b in (16, 64):
+                naive = profile_trainer("cuda", b, clip=clip)
+                naive_clip = open_clip_modules(clip)
+                naive_clip.model.requires_grad_(True)  # the seed never froze CLIP
+                timed_row(f"seed_faithful_b{b}_fp32", b, functools.partial(seed_faithful_step, naive, naive_clip, xb, yb))
+                del naive, naive_clip
+            for amp in ((False, True) if b in (16, 64) else (True,)):
+                tr = profile_trainer("cuda", b, amp, clip=clip)
+                terms = tr.train_step(xb, yb)
+                # Terms with weight 0 are logged as NaN on purpose (the gpu profile has no label term): check the rest.
+                checks[f"finite_losses_b{b}_amp_{amp}"] = all(
+                    math.isfinite(v) for k, v in terms.items()
+                    if k in ("total", "disc") or getattr(tr.config, f"lambda_{k}") > 0)
+                timed_row(f"ours_b{b}_{'amp' if amp else 'fp32'}", b, functools.partial(tr.train_step, xb, yb))
+                del tr
         except torch.cuda.OutOfMemoryError:
             out_of_memory.append(b)  # strict JSON has no NaN: listed apart, not timed
-            torch.cuda.empty_cache()
+        torch.cuda.empty_cache()
     checks["clip_bit_identical"] = all(torch.equal(clip_before[k], v) for k, v in clip.state_dict().items())
     # Semantic term alone reaches the generator on CUDA.
-    tr = trainer(16, True)
+    tr = profile_trainer("cuda", 16, True, clip=clip)
     tr.config.lambda_adv = tr.config.lambda_rec = tr.config.lambda_kl = 0.0
-    tr.train_step(x16, y16)
+    tr.train_step(xb[:16], yb[:16])
     checks["generator_grad_from_clip"] = any(p.grad is not None and float(p.grad.abs().sum()) > 0
                                              for p in tr.generator.parameters())
 
-    base = 16 / rows["seed_faithful_b16_fp32"][1]
-    table = {name: {"batch": b, "median_step_s": s, "images_per_s": b / s, "vs_seed_b16": (b / s) / base}
-             for name, (b, s) in rows.items()}
+    table = {}
+    for name, (b, s, mem) in rows.items():
+        seed = rows.get(f"seed_faithful_b{b}_fp32", rows["seed_faithful_b16_fp32"])
+        table[name] = {"batch": b, "median_step_s": s, "images_per_s": b / s, "peak_memory_mib": mem,
+                       "vs_seed_same_batch": (b / s) / (seed[0] / seed[1])}
     print(f"\nGPU: {card}, torch {torch.__version__}, CLIP ViT-B-32 (untrained weights; speed only), 224 px")
-    print(f"{'step':<26}{'median s/step':>14}{'images/s':>10}{'vs seed':>9}")
+    print(f"{'step':<26}{'median s/step':>14}{'images/s':>10}{'peak MiB':>10}{'vs seed':>9}")
     for name, r in table.items():
-        print(f"{name:<26}{r['median_step_s']:>14.4f}{r['images_per_s']:>10.1f}{r['vs_seed_b16']:>8.2f}x")
-    print("checks:", checks)
+        print(f"{name:<26}{r['median_step_s']:>14.4f}{r['images_per_s']:>10.1f}{r['peak_memory_mib']:>10.0f}"
+              f"{r['vs_seed_same_batch']:>8.2f}x")
+    print("checks:", json.dumps(checks))
     if out_of_memory:
         print("out of GPU memory at batch", ", ".join(map(str, out_of_memory)))
     best = max(table.values(), key=lambda r: r["images_per_s"])

@@ -95,7 +95,7 @@ class Trainer:
     """Owns the three networks, their optimisers and the history; CLIP and the stimuli are inputs."""
     config: Config
     stimuli: torch.Tensor  # [10, 3, image_size, image_size] in [-1, 1]: real images and L1 targets
-    clip: torch.nn.Module  # FrozenClip: encode_images(images in [-1, 1]) -> L2-normalised embeddings
+    clip: torch.nn.Module  # FrozenClip: encode_images(images in [-1, 1], low_precision) -> L2-normalised embeddings
     stimulus_embeddings: torch.Tensor  # [10, D], computed once from the stimuli
     out_dir: Path | None = None
     history: list[dict] = field(default_factory=list)
@@ -133,8 +133,9 @@ class Trainer:
         self._generate, self._discriminate = self.generator, self.discriminator
         self.world_size = 1  # becomes torchrun's number of processes when fit() wraps the networks
         # Mixed precision: bfloat16 autocast on CPU and on GPUs that have it (no loss scaling needed: bf16 has
-        # float32's range); float16 with a gradient scaler on older GPUs. CLIP always runs in float32
-        # (FrozenClip switches autocast off), and the networks' weights and optimiser state stay float32.
+        # float32's range); float16 with a gradient scaler on older GPUs. CLIP's pass on the generated images
+        # runs in bfloat16 too (never float16: NaN gradients), its targets in float32; the networks' weights and
+        # optimiser state stay float32.
         self.amp_dtype, self.scaler = None, None
         if c.mixed_precision:
             if self.device.type == "cuda" and not torch.cuda.is_bf16_supported():
@@ -235,7 +236,7 @@ class Trainer:
             images, target_emb = fake[:k], self.stimulus_embeddings[y[:k]]
             if c.clip_views > 1:
                 images, target_emb = random_views(images, c.clip_views), target_emb.repeat(c.clip_views, 1)
-            gen_emb = self.clip.encode_images(images)
+            gen_emb = self.clip.encode_images(images, low_precision=self.amp_dtype is torch.bfloat16)
         total, terms = generator_losses(d_fake, fake, real, mu.float(), logvar.float(), gen_emb,
                                         target_emb, weights, class_logits=logits, labels=y)
         # A term left out (weight 0) is logged as NaN on purpose; only the weighted ones must be finite.

@@ -159,7 +159,7 @@ def test_clip_batch_sends_a_subset_through_clip(clip_and_stimuli):
     tr = make_trainer(clip_and_stimuli, clip_batch=4, clip_views=1, lambda_adv=0, lambda_rec=0, lambda_kl=0)
     calls = []
     original = tr.clip.encode_images
-    tr.clip.encode_images = lambda images: (calls.append(len(images)), original(images))[1]
+    tr.clip.encode_images = lambda images, **kw: (calls.append(len(images)), original(images, **kw))[1]
     try:
         data = toy_data(16)
         tr.train_step(data.x, data.y)
@@ -291,7 +291,7 @@ def test_each_save_keeps_the_previous_checkpoint_and_a_damaged_last_falls_back_t
 def _spy_clip(tr):
     calls = []
     original = tr.clip.encode_images
-    tr.clip.encode_images = lambda images: (calls.append(len(images)), original(images))[1]
+    tr.clip.encode_images = lambda images, **kw: (calls.append(len(images)), original(images, **kw))[1]
     return calls
 
 
@@ -342,8 +342,8 @@ def test_no_discriminator_update_at_all_when_lambda_adv_is_zero(clip_and_stimuli
 
 
 def test_mixed_precision_on_cpu_trains_in_bfloat16_and_keeps_clip_and_weights_float32(clip_and_stimuli):
-    """bf16 autocast on CPU: the first step's loss terms agree with float32 within bf16's precision, weights and
-    CLIP embeddings stay float32, and a few steps keep every term finite."""
+    """bf16 autocast on CPU: the first step's loss terms agree with float32 within bf16's precision, CLIP is asked
+    for its bfloat16 pass, weights and CLIP embeddings stay float32, and a few steps keep every term finite."""
     data = toy_data(64)
     x, y = data.x[:16], data.y[:16]
     torch.manual_seed(0)
@@ -351,18 +351,18 @@ def test_mixed_precision_on_cpu_trains_in_bfloat16_and_keeps_clip_and_weights_fl
     torch.manual_seed(0)
     bf16 = make_trainer(clip_and_stimuli, adv_warmup_epochs=0, mixed_precision=True)
     assert bf16.amp_dtype == torch.bfloat16 and bf16.scaler is None and fp32.amp_dtype is None
-    seen = []
-    encode = bf16.clip.encode_images
-    bf16.clip.encode_images = lambda im: seen.append(encode(im)) or seen[-1]
     torch.manual_seed(1)
     a = fp32.train_step(x, y)
+    seen = []  # the two trainers share one CLIP: watch it for the bf16 trainer's step only
+    encode = bf16.clip.encode_images
+    bf16.clip.encode_images = lambda im, **kw: seen.append((kw, encode(im, **kw))) or seen[-1][1]
     torch.manual_seed(1)
     b = bf16.train_step(x, y)
     bf16.clip.encode_images = encode
     for k in ("rec", "kl", "clip", "adv", "disc"):
         assert b[k] == pytest.approx(a[k], rel=0.05, abs=0.02), f"{k}: fp32 {a[k]:.4f} vs bf16 {b[k]:.4f}"
     assert any(b[k] != a[k] for k in ("rec", "kl", "adv")), "autocast changed nothing: not in bf16?"
-    assert seen and all(e.dtype == torch.float32 for e in seen)
+    assert seen and all(kw == {"low_precision": True} and e.dtype == torch.float32 for kw, e in seen)
     assert all(p.dtype == torch.float32 for p in bf16.generator.parameters())
     for _ in range(3):
         assert all(math.isfinite(v) for v in bf16.train_step(x, y).values() if v == v)
