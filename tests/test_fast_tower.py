@@ -44,6 +44,19 @@ def test_outputs_and_input_gradients_match_open_clips_modules(towers):
     torch.testing.assert_close(xb.grad, xa.grad, rtol=1e-4, atol=1e-6)
 
 
+def test_open_clips_blocks_take_the_fast_path(towers, monkeypatch):
+    """The vision blocks call attention in the one form PackedSelfAttention computes itself: PyTorch's forward is
+    never reached (else the swap would be correct but buy nothing)."""
+    _, clip = towers
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("nn.MultiheadAttention.forward was called: the fast path was not taken")
+
+    monkeypatch.setattr(nn.MultiheadAttention, "forward", refuse)
+    monkeypatch.setattr(nn.Conv2d, "forward", refuse)
+    assert clip.encode_images(torch.rand(2, 3, 64, 64) * 2 - 1).shape == (2, clip.embed_dim)
+
+
 def test_uses_it_does_not_cover_go_to_the_original_modules():
     """Masks, cross-attention, attention weights and odd image sizes fall back to PyTorch's own forward."""
     torch.manual_seed(0)
