@@ -252,4 +252,15 @@ def make_config(profile: str | None = None, overrides: dict[str, Any] | list[str
     if isinstance(overrides, list):
         overrides = parse_overrides(overrides)
     values = {**PROFILES[profile], **(overrides or {}), "profile": profile}
-    return Config.from_dict(values)
+    config = Config.from_dict(values)
+    if "clip_batch" not in (overrides or {}) and clip_is_the_only_image_term(config) and config.clip_batch > 0:
+        # A profile's clip_batch is a saving for runs where L1 pins the samples CLIP skips; with CLIP as the only
+        # image term those samples would get no image gradient (judge top-1 at chance, measured), so the whole batch
+        # goes through CLIP. Set clip_batch explicitly to keep a subset (the trainer then warns).
+        config = Config.from_dict({**values, "clip_batch": 0})
+    return config
+
+
+def clip_is_the_only_image_term(config: Config) -> bool:
+    """True when the semantic term is on and neither L1 nor the adversarial term is."""
+    return config.lambda_clip > 0 and config.lambda_rec == 0 and config.lambda_adv == 0

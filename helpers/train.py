@@ -32,7 +32,7 @@ import torch
 
 from helpers import distributed
 from helpers.checkpoint import CheckpointError, load_checkpoint_or_previous, save_checkpoint
-from helpers.config import Config
+from helpers.config import Config, clip_is_the_only_image_term
 from helpers.device import configure_backends, resolve_device  # noqa: F401 (resolve_device re-exported)
 from helpers.history import epoch_line, write_history
 from helpers.log import logger, progress_enabled
@@ -178,7 +178,7 @@ class Trainer:
         views = c.clip_views
         if isinstance(views, bool) or not isinstance(views, numbers.Integral) or views < 0:
             raise ValueError(f"clip_views must be an int >= 0 (0 or 1 = the plain CLIP loss), got {views!r}")
-        if c.lambda_clip > 0 and 0 < c.clip_batch < c.batch_size and c.lambda_rec == 0 and c.lambda_adv == 0:
+        if 0 < c.clip_batch < c.batch_size and clip_is_the_only_image_term(c):
             warnings.warn(f"clip_batch={c.clip_batch} with CLIP as the only image term: the other "
                           f"{c.batch_size - c.clip_batch} samples of each batch get no image gradient at all (measured: "
                           f"judge top-1 at chance). Set clip_batch=0 (docs/DESIGN.md#clip-alone-what-limits-it-measured).",

@@ -79,3 +79,16 @@ def test_split_gap_events_defaults_to_a_few_seconds_and_is_checked():
     for bad in (-1, 1.5, True):
         with pytest.raises(ValueError, match="split_gap_events"):
             make_config("ci", {"split_gap_events": bad})
+
+
+def test_with_clip_as_the_only_image_term_the_whole_batch_goes_through_clip_unless_asked_otherwise():
+    """The cpu profile's clip_batch 4 leaves 12 of 16 samples without any image gradient when L1 and the
+    adversarial term are off (measured: judge top-1 at chance), so the profile's saving is dropped then; a
+    clip_batch the user sets is kept (and the trainer warns about it)."""
+    alone = ["lambda_rec=0", "lambda_adv=0", "lambda_cls=0", "clip_model=digit-clip"]
+    assert make_config("cpu").clip_batch == 4
+    assert make_config("cpu", ["lambda_rec=0"]).clip_batch == 4  # the adversarial term still shapes every image
+    assert make_config("cpu", alone).clip_batch == 0
+    assert make_config("cpu", alone + ["clip_batch=4"]).clip_batch == 4
+    assert make_config("cpu", {"lambda_rec": 0.0, "lambda_adv": 0.0, "clip_batch": 8}).clip_batch == 8
+    assert make_config("cpu", alone + ["lambda_clip=0"]).clip_batch == 4  # no CLIP term: nothing to decide
