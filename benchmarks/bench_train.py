@@ -72,7 +72,7 @@ def open_clip_modules(clip: FrozenClip) -> FrozenClip:
     """The same CLIP weights in open_clip's own modules (no fast_tower swap)."""
     stock = open_clip.create_model(clip.model_name)
     stock.load_state_dict(clip.model.state_dict())
-    return FrozenClip(stock, clip.model_name, clip.weights, clip.trained, fast=False)
+    return FrozenClip(stock, clip.model_name, clip.weights, clip.trained, fast=False).to(clip.device)
 
 
 def bf16_accuracy(clip: FrozenClip, images: torch.Tensor) -> dict:

@@ -191,7 +191,8 @@ PROFILES: dict[str, dict[str, Any]] = {
         latent_dim=128, hidden_dim=0, lambda_cls=1.0, image_size=64, clip_batch=4, lambda_clip=1.0,
         clip_model="ViT-B-32", clip_weights="auto", synthetic_events=2500, max_events=6000, device="cpu",
     ),
-    # The seed's configuration on a GPU, with mixed precision (CLIP stays float32).
+    # The seed's configuration on a GPU, with mixed precision (CLIP's weights and targets float32, its pass on the
+    # generated images in bfloat16 where the GPU has it: docs/DESIGN.md#the-steps-speed).
     "gpu": dict(
         epochs=20, batch_size=16, image_size=224, clip_model="ViT-B-32", clip_weights="auto",
         synthetic_events=4000, device="cuda", mixed_precision=True,

@@ -33,7 +33,8 @@ class PackedSelfAttention(nn.MultiheadAttention):
                 average_attn_weights=True, is_causal=False):
         plain = (query is key and key is value and key_padding_mask is None and attn_mask is None
                  and not need_weights and not is_causal and self.batch_first and self._qkv_same_embed_dim
-                 and self.bias_k is None and query.dim() == 3 and (self.dropout == 0.0 or not self.training))
+                 and self.bias_k is None and not self.add_zero_attn and query.dim() == 3
+                 and (self.dropout == 0.0 or not self.training))
         if not plain:
             return super().forward(query, key, value, key_padding_mask=key_padding_mask, need_weights=need_weights,
                                    attn_mask=attn_mask, average_attn_weights=average_attn_weights,
@@ -52,7 +53,7 @@ class PatchEmbedding(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         p = self.kernel_size[0]
-        if x.dim() != 4 or x.shape[-2] % p or x.shape[-1] % p:
+        if not _is_patch_conv(self) or x.dim() != 4 or x.shape[-2] % p or x.shape[-1] % p:
             return super().forward(x)
         b, c, h, w = x.shape
         gh, gw = h // p, w // p
@@ -62,12 +63,19 @@ class PatchEmbedding(nn.Conv2d):
 
 
 def _packable(m: nn.Module) -> bool:
-    return type(m) is nn.MultiheadAttention and m._qkv_same_embed_dim and m.bias_k is None and m.batch_first
+    return (type(m) is nn.MultiheadAttention and m._qkv_same_embed_dim and m.bias_k is None
+            and not m.add_zero_attn and m.batch_first)
+
+
+def _is_patch_conv(m: nn.Conv2d) -> bool:
+    """Square kernel of at least 2 equal to the stride, no padding, dilation or groups: a ViT's patch embedding
+    (1 x 1 convolutions, as in ResNet towers, are left alone: not measured faster)."""
+    return (m.kernel_size == m.stride and m.kernel_size[0] == m.kernel_size[1] > 1 and m.padding == (0, 0)
+            and m.dilation == (1, 1) and m.groups == 1 and m.padding_mode == "zeros")
 
 
 def _patchable(m: nn.Module) -> bool:
-    return (type(m) is nn.Conv2d and m.kernel_size == m.stride and m.kernel_size[0] == m.kernel_size[1]
-            and m.padding == (0, 0) and m.dilation == (1, 1) and m.groups == 1 and m.padding_mode == "zeros")
+    return type(m) is nn.Conv2d and _is_patch_conv(m)
 
 
 def _replacement(m: nn.Module) -> nn.Module | None:

@@ -141,10 +141,11 @@ class FrozenClip(nn.Module):
     def encode_images(self, images: torch.Tensor, low_precision: bool = False) -> torch.Tensor:
         """L2-normalised float32 CLIP embeddings [B, embed_dim] of images in [-1, 1]; differentiable.
 
-        ``low_precision=True`` (the training loss under ``mixed_precision``) runs the tower in bfloat16 autocast
-        where the device has bfloat16: about 1.5x faster forward + backward on a CPU with avx512_bf16, embeddings'
-        cosine to float32 0.99995 (docs/DESIGN.md#the-steps-speed). Never float16, whose range gave NaN
-        gradients; any other caller's autocast is switched off here, so targets and metrics are float32.
+        ``low_precision=True`` (the training loss under ``mixed_precision``) runs the tower in bfloat16 autocast,
+        on any CPU (emulated, so slower, where the CPU lacks bf16 instructions) and on GPUs that support bf16
+        (others stay float32): about 1.6x faster forward + backward on a CPU with avx512_bf16, embeddings' cosine to
+        float32 0.99995 (docs/DESIGN.md#the-steps-speed). Never float16, whose range gave NaN gradients; any
+        other caller's autocast is switched off here, so targets and metrics are float32.
         """
         bf16 = low_precision and (self.device.type != "cuda" or torch.cuda.is_bf16_supported())
         with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=bf16):

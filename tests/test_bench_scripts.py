@@ -9,8 +9,9 @@ from helpers.semantic import TINY_CLIP_NAME, load_clip
 
 
 def test_the_gpu_scripts_agreement_check_finds_a_device_equal_to_itself():
-    """CPU against CPU: same weights, same noise, no dropout, so every term of every step is identical; a GPU
-    run of the same function then measures only what the device changes."""
+    """CPU against CPU: same weights, same noise, no dropout or DiffAugment, so every term of every step is
+    identical although each side reseeds the global RNG differently (a random draw left uncontrolled would show
+    here); a GPU run of the same function then measures only what the device changes."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # untrained CLIP banner
         got = device_agreement("cpu", steps=2, batch=8, profile="ci")

@@ -96,3 +96,16 @@ def test_low_precision_pass_is_bfloat16_close_to_float32_and_differentiable(towe
     assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
     with torch.autocast("cpu", dtype=torch.bfloat16):  # a caller's autocast does not reach the float32 pass
         torch.testing.assert_close(clip.encode_images(images), ref)
+
+
+def test_modules_the_swap_must_not_touch_are_left_as_they_are():
+    """add_zero_attn attention (another computation), 1 x 1 convolutions (ResNet towers: not measured faster), and a
+    PatchEmbedding built with a stride other than its kernel computes as the Conv2d it is."""
+    holder = nn.Sequential(nn.MultiheadAttention(16, 4, batch_first=True, add_zero_attn=True), nn.Conv2d(8, 8, 1),
+                           nn.Conv2d(3, 8, 4, stride=2))
+    assert speed_up_vision_tower(holder) == 0
+    odd = PatchEmbedding(3, 8, 4, stride=2)
+    conv = nn.Conv2d(3, 8, 4, stride=2)
+    conv.load_state_dict(odd.state_dict())
+    img = torch.randn(2, 3, 16, 16)
+    torch.testing.assert_close(odd(img), conv(img))
