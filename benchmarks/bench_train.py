@@ -153,8 +153,9 @@ def main(argv=None) -> dict:
     for r in rows.values():
         r["speedup_vs_seed"] = r["samples_per_s"] / base
 
+    cpu = _cpu_name()
     print(f"\nTraining step throughput, CLIP {a.clip} (untrained weights; speed only), batch {a.batch}, "
-          f"generator {a.image_size}px, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
+          f"generator {a.image_size}px, {torch.get_num_threads()} threads, {cpu}")
     print(f"{'step':<26}{'median s/step':>15}{'samples/s':>12}{'vs seed':>10}")
     for name, r in rows.items():
         print(f"{name:<26}{r['median_step_s']:>15.3f}{r['samples_per_s']:>12.2f}{r['speedup_vs_seed']:>9.2f}x")
@@ -163,7 +164,7 @@ def main(argv=None) -> dict:
           f"{accuracy['embedding_cosine_min']:.6f}, input-gradient cosine {accuracy['input_gradient_cosine_min']:.6f}")
     result = {"bench": "train_step_cpu", "clip": a.clip, "batch": a.batch, "image_size": a.image_size,
               "threads": torch.get_num_threads(), "machine": platform.machine(),
-              "cpu": _cpu_name(), "torch": torch.__version__, "rows": rows, "clip_bf16_vs_fp32": accuracy}
+              "cpu": cpu, "torch": torch.__version__, "rows": rows, "clip_bf16_vs_fp32": accuracy}
     print(json.dumps(result))
     write_json_atomic(a.out, result)
     return result
