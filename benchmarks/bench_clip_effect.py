@@ -11,7 +11,9 @@ independent judge, by CLIP's ranking of the 10 stimuli and by SSIM, beside chanc
 
 all with digit-CLIP (the project's own CLIP that knows digits, helpers.digit_clip), ``clip_views`` random views,
 every sample of the batch through CLIP (``clip_batch = 0``), the cpu profile's linear encoder, warm-up and
-learning rates; at least 3 seeds per arm (a seed draws another synthetic file and another initialisation).
+learning rates; at least 3 seeds per arm (a seed draws another synthetic file and another initialisation). Every
+arm trains the same epochs with the same views: the cpu profile's own recipe for CLIP alone (more epochs and views,
+helpers.config.CLIP_ALONE) is not used here, so that the arms differ only in their loss weights.
 
 Usage: python benchmarks/bench_clip_effect.py [--seeds 3] [--epochs 6] [--events 1500] [--workers 2]
                                               [--arms four_terms_5 clip_alone ...] [--set KEY=VALUE ...]
@@ -38,7 +40,8 @@ from helpers.evaluate import write_json_atomic  # noqa: E402
 DATA = ROOT / "benchmarks" / "data" / "clip_effect"
 RESULTS = ROOT / "benchmarks" / "results"
 LAMBDAS = (0.0, 1.0, 5.0, 20.0)
-BASE = {"clip_model": "digit-clip", "clip_weights": "auto", "clip_batch": 0, "image_size": 64}
+# Every field that make_config's CLIP-alone recipe would change is set here or per arm (epochs by --epochs).
+BASE = {"clip_model": "digit-clip", "clip_weights": "auto", "clip_batch": 0, "image_size": 64, "clip_views": 2}
 
 
 def arms() -> dict[str, dict]:

@@ -1,4 +1,5 @@
-"""The parts of the speed benchmarks that can be checked without their hardware (the GPU script's CPU agreement)."""
+"""The parts of the benchmarks that can be checked without their hardware or hours: the GPU script's CPU agreement, the
+seed-faithful CLIP, and that the clip-effect grid's arms differ in their loss weights only."""
 import warnings
 
 import torch
@@ -27,3 +28,16 @@ def test_the_seed_faithful_clip_has_open_clips_modules_and_the_same_weights():
     assert ours.fast_modules > 0 and stock.fast_modules == 0
     images = torch.rand(4, 3, 64, 64) * 2 - 1
     torch.testing.assert_close(stock.encode_images(images), ours.encode_images(images), rtol=1e-5, atol=1e-5)
+
+
+def test_the_clip_effect_grid_trains_every_arm_with_the_same_epochs_and_views():
+    """The grid compares loss weights only: make_config's recipe for CLIP alone (more epochs and views, another
+    lambda_clip) must not reach the clip_alone arms, whose every field the benchmark sets itself."""
+    from benchmarks.bench_clip_effect import BASE, arms
+    from helpers.config import make_config
+
+    configs = {name: make_config("cpu", {**BASE, **overrides, "epochs": 6}) for name, overrides in arms().items()}
+    assert {c.epochs for c in configs.values()} == {6}
+    assert {name: c.clip_views for name, c in configs.items() if c.clip_views != 2} == {"clip_alone_no_views": 1}
+    assert configs["clip_alone"].lambda_clip == configs["four_terms_5"].lambda_clip == 5.0
+    assert all(c.clip_batch == 0 for c in configs.values())
