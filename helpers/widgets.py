@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from helpers.config import UNTRAINED_CLIP_NOTE
+from helpers.config import UNTRAINED_CLIP_NOTE, clip_is_the_only_image_term
 from helpers.curves import CURVE_TERMS, VAL_TERMS, render_loss_curves  # noqa: F401 - re-exported (notebook 04, tests)
 from helpers.figure import new_figure
 from helpers.losses import WEIGHT_NAMES, loss_weights
@@ -209,6 +209,10 @@ class TrainingSession:
         weights = {k: float(weights[k]) for k in WEIGHT_NAMES}
         if self.trainer is None or weights != self.weights:
             config = dataclasses.replace(self.config, **weights)
+            if clip_is_the_only_image_term(config) and config.clip_batch:
+                # As make_config does: with CLIP alone, the samples a partial clip_batch skips get no image gradient
+                # at all (judge at chance), so sliders set to CLIP alone would show a failure of the saving, not of CLIP.
+                config = dataclasses.replace(config, clip_batch=0)
             self.trainer = build_trainer(config, self.semantic, self.out_dir)
             self.weights = weights
             self.runs.append(RunRecord(len(self.runs) + 1, dict(weights)))

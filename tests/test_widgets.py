@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -193,6 +194,19 @@ def test_changed_weights_start_a_fresh_trainer_with_those_weights(session_parts)
     assert [r["epoch"] for r in res["history"]] == [1]
     assert math.isnan(res["history"][0]["train_clip"])  # left out of training, logged as NaN
     assert config.lambda_clip == 5.0  # the session's base config is not mutated
+
+
+def test_sliders_set_to_clip_alone_send_the_whole_batch_through_clip(session_parts):
+    """The notebook's explorer keeps clip_batch 4 for quick clicks; with L1 and the GAN at 0 that would leave the other
+    samples without any image gradient, so the explorer drops it then (as make_config does), and only then."""
+    config, train, val, semantic = session_parts
+    session = widgets.TrainingSession(dataclasses.replace(config, clip_batch=4), train, val, semantic)
+    with_l1 = {"lambda_adv": 1.0, "lambda_rec": 10.0, "lambda_kl": 1.0, "lambda_clip": 5.0, "lambda_cls": 0.0}
+    assert session.trainer_for(with_l1).config.clip_batch == 4
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # the trainer's partial-clip_batch warning must not fire
+        alone = session.trainer_for({**with_l1, "lambda_adv": 0.0, "lambda_rec": 0.0})
+    assert alone.config.clip_batch == 0 and session.config.clip_batch == 4
 
 
 def test_connected_button_reports_bad_weights_instead_of_failing_silently(session_parts):
