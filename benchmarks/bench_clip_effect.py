@@ -12,8 +12,9 @@ independent judge, by CLIP's ranking of the 10 stimuli and by SSIM, beside chanc
 all with digit-CLIP (the project's own CLIP that knows digits, helpers.digit_clip), ``clip_views`` random views,
 every sample of the batch through CLIP (``clip_batch = 0``), the cpu profile's linear encoder, warm-up and
 learning rates; at least 3 seeds per arm (a seed draws another synthetic file and another initialisation). Every
-arm trains the same epochs with the same views: the cpu profile's own recipe for CLIP alone (more epochs and views,
-helpers.config.CLIP_ALONE) is not used here, so that the arms differ only in their loss weights.
+arm but the no-views reference trains the same epochs with the same views: the cpu profile's own recipe for CLIP
+alone (more epochs and views, helpers.config.CLIP_ALONE) is not used here, so that the arms differ only in their loss
+weights.
 
 Usage: python benchmarks/bench_clip_effect.py [--seeds 3] [--epochs 6] [--events 1500] [--workers 2]
                                               [--arms four_terms_5 clip_alone ...] [--set KEY=VALUE ...]
@@ -60,6 +61,16 @@ def arms() -> dict[str, dict]:
     return out
 
 
+def arm_overrides(epochs: int, events: int, sets: list[str] | None = None,
+                  names: list[str] | None = None) -> dict[str, dict]:
+    """Arm name -> every override its runs get: BASE, the arm's own, then the run-wide ``--epochs``, ``--events`` and
+    ``--set`` values (a subset of the arms by ``names``)."""
+    from helpers.config import parse_overrides
+
+    common = {"epochs": epochs, "synthetic_events": events, **parse_overrides(sets)}
+    return {k: {**BASE, **v, **common} for k, v in arms().items() if not names or k in names}
+
+
 def run_one(job: tuple[str, dict, int, str]) -> dict:
     """One run in this process (one torch thread): data, digit-CLIP, training, evaluation; returns its numbers."""
     name, overrides, seed, profile = job
@@ -71,7 +82,7 @@ def run_one(job: tuple[str, dict, int, str]) -> dict:
     from helpers.judge import load_or_train_judge
     from helpers.pipeline import build_trainer, evaluate_trainer, load_semantic, prepare_data, train_data
 
-    config = make_config(profile, {**BASE, **overrides, "seed": seed})
+    config = make_config(profile, {**overrides, "seed": seed})
     t0 = time.perf_counter()
     prepared = prepare_data(config)
     semantic = load_semantic(config)
@@ -200,15 +211,12 @@ def main(argv: list[str] | None = None) -> int:
 
         print(markdown_table(json.loads(a.out.read_text())))
         return 0
-    from helpers.config import parse_overrides
-
-    common = {"epochs": a.epochs, "synthetic_events": a.events, **parse_overrides(a.overrides)}
-    grid = {k: v for k, v in arms().items() if not a.arms or k in a.arms}
+    grid = arm_overrides(a.epochs, a.events, a.overrides, a.arms)
     if not grid:
         p.error(f"no such arm; choose from {', '.join(arms())}")
-    jobs = [(name, {**ov, **common}, seed, a.profile) for seed in range(a.seeds) for name, ov in grid.items()]
+    jobs = [(name, ov, seed, a.profile) for seed in range(a.seeds) for name, ov in grid.items()]
     # Train digit-CLIP and the judge once, before the workers would race to do it.
-    run_one((next(iter(grid)), {**grid[next(iter(grid))], **common, "epochs": 1}, 0, a.profile))
+    run_one((next(iter(grid)), {**grid[next(iter(grid))], "epochs": 1}, 0, a.profile))
     t0 = time.perf_counter()
     with ProcessPoolExecutor(max_workers=a.workers) as pool:
         rows = []
@@ -232,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{s['linear_baseline_top1']['mean']:>9.3f} {s['chance_top1_upper95']['mean']:>9.3f}")
     import torch
 
-    result = {"what": __doc__.split("\n\n")[0], "arms": {k: {**BASE, **v, **common} for k, v in grid.items()},
+    result = {"what": __doc__.split("\n\n")[0], "arms": grid,
               "profile": a.profile, "seeds": a.seeds, "summary": summary, "runs": rows,
               "wall_seconds": round(time.perf_counter() - t0, 1), "workers": a.workers,
               "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__}}

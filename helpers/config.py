@@ -279,7 +279,7 @@ def make_config(profile: str | None = None, overrides: dict[str, Any] | list[str
         if changes:
             config = Config.from_dict({**values, **changes})
             logger.info("CLIP is the only image term: the %s profile's settings for it apply (%s; set a field to "
-                        "choose another value)", profile, ", ".join(f"{k} {v:g}" for k, v in changes.items()))
+                        "choose another value)", profile, ", ".join(f"{k} {v}" for k, v in changes.items()))
     return config
 
 

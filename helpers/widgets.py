@@ -210,7 +210,7 @@ class TrainingSession:
         if self.trainer is None or weights != self.weights:
             config = dataclasses.replace(self.config, **weights)
             if clip_is_the_only_image_term(config) and config.clip_batch:
-                # As make_config does: with CLIP alone, the samples a partial clip_batch skips get no image gradient
+                # make_config's clip_batch rule: with CLIP alone, the samples a partial clip_batch skips get no image gradient
                 # at all (judge at chance), so sliders set to CLIP alone would show a failure of the saving, not of CLIP.
                 config = dataclasses.replace(config, clip_batch=0)
             self.trainer = build_trainer(config, self.semantic, self.out_dir)

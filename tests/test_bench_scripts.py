@@ -33,11 +33,15 @@ def test_the_seed_faithful_clip_has_open_clips_modules_and_the_same_weights():
 def test_the_clip_effect_grid_trains_every_arm_with_the_same_epochs_and_views():
     """The grid compares loss weights only: make_config's recipe for CLIP alone (more epochs and views, another
     lambda_clip) must not reach the clip_alone arms, whose every field the benchmark sets itself."""
-    from benchmarks.bench_clip_effect import BASE, arms
+    from benchmarks.bench_clip_effect import arm_overrides
     from helpers.config import make_config
 
-    configs = {name: make_config("cpu", {**BASE, **overrides, "epochs": 6}) for name, overrides in arms().items()}
-    assert {c.epochs for c in configs.values()} == {6}
-    assert {name: c.clip_views for name, c in configs.items() if c.clip_views != 2} == {"clip_alone_no_views": 1}
-    assert configs["clip_alone"].lambda_clip == configs["four_terms_5"].lambda_clip == 5.0
-    assert all(c.clip_batch == 0 for c in configs.values())
+    for epochs, sets in ((6, []), (4, ["clip_views=4"])):
+        grid = arm_overrides(epochs, 1500, sets)
+        configs = {name: make_config("cpu", overrides) for name, overrides in grid.items()}
+        assert {c.epochs for c in configs.values()} == {epochs}
+        views = {c.clip_views for name, c in configs.items() if name != "clip_alone_no_views"}
+        assert views == ({4} if sets else {2})
+        assert configs["clip_alone"].lambda_clip == configs["four_terms_5"].lambda_clip == 5.0
+        assert all(c.clip_batch == 0 and c.synthetic_events == 1500 for c in configs.values())
+    assert set(arm_overrides(6, 1500, names=["clip_alone"])) == {"clip_alone"}

@@ -3,6 +3,7 @@ import json
 import pytest
 
 from helpers.config import CLIP_ALONE, PROFILES, Config, active_profile, make_config, parse_overrides
+from helpers.log import logger
 
 CONTRACT_FIELDS = ["lambda_adv", "lambda_rec", "lambda_kl", "lambda_clip", "lambda_cls", "batch_size", "epochs",
                    "learning_rate", "latent_dim", "image_size", "feature_dim", "clip_model",
@@ -96,12 +97,13 @@ def test_with_clip_as_the_only_image_term_the_whole_batch_goes_through_clip_unle
     assert make_config("gpu", {"lambda_rec": 0.0, "lambda_adv": 0.0}).clip_batch == 0
 
 
-def test_the_cpu_profile_has_its_own_recipe_for_clip_alone_and_every_field_the_user_sets_wins(caplog):
+def test_the_cpu_profile_has_its_own_recipe_for_clip_alone_and_every_field_the_user_sets_wins(caplog, monkeypatch):
     """The issue's command (cpu profile, CLIP as the only image term) trains with the profile's CLIP-alone recipe,
     says so in the log, and keeps every field given explicitly; runs with L1 or the GAN keep the profile's values."""
     alone = ["lambda_rec=0", "lambda_adv=0", "lambda_cls=0", "clip_model=digit-clip"]
     main = make_config("cpu")
     recipe = CLIP_ALONE["cpu"]
+    monkeypatch.setattr(logger, "propagate", True)  # set_log_level (the CLI's) stops propagation: caplog needs it
     with caplog.at_level("INFO", logger="helpers"):
         config = make_config("cpu", alone)
     assert {k: getattr(config, k) for k in recipe} == recipe
@@ -109,10 +111,13 @@ def test_the_cpu_profile_has_its_own_recipe_for_clip_alone_and_every_field_the_u
                for r in caplog.records)
     assert (config.learning_rate, config.image_size, config.hidden_dim) == (main.learning_rate, main.image_size,
                                                                            main.hidden_dim)
-    for field, value in (("epochs", 3), ("clip_views", 1), ("lambda_clip", 2.0)):
+    # Given is given, even when it equals the profile's value (6 epochs, lambda_clip 1), as a string or in a dict.
+    for field, value in (("epochs", 3), ("epochs", 6), ("clip_views", 1), ("lambda_clip", 2.0), ("lambda_clip", 1.0)):
         config = make_config("cpu", alone + [f"{field}={value}"])
         assert getattr(config, field) == value
         assert config.clip_batch == 0
+        as_dict = make_config("cpu", {**parse_overrides(alone), field: value})
+        assert getattr(as_dict, field) == value and as_dict.clip_views == (value if field == "clip_views" else 8)
     with_l1 = make_config("cpu", ["lambda_adv=0", "lambda_cls=0"])  # L1 still pins the images: the profile's values
     assert (with_l1.epochs, with_l1.clip_views, with_l1.lambda_clip) == (main.epochs, main.clip_views, main.lambda_clip)
     assert make_config("gpu", {"lambda_rec": 0.0, "lambda_adv": 0.0}).epochs == make_config("gpu").epochs
