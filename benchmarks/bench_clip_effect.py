@@ -44,6 +44,11 @@ LAMBDAS = (0.0, 1.0, 5.0, 20.0)
 # Every field that make_config's CLIP-alone recipe would change is set here or per arm (epochs by --epochs).
 BASE = {"clip_model": "digit-clip", "clip_weights": "auto", "clip_batch": 0, "image_size": 64, "clip_views": 2}
 
+# The fields that make a reference arm what it is: a run-wide --set (say clip_views=4) must not turn the no-views
+# reference into another views arm, nor the untrained-CLIP reference into a digit-CLIP one.
+REFERENCES = {"clip_alone_no_views": {"clip_views": 1},
+              "four_terms_5_untrained_clip": {"clip_model": "eeg2img-tiny", "clip_weights": "untrained"}}
+
 
 def arms() -> dict[str, dict]:
     """Arm name -> config overrides (over the cpu profile and BASE)."""
@@ -55,20 +60,21 @@ def arms() -> dict[str, dict]:
                                       "adv_warmup_epochs": 0}
     # References: CLIP alone on the image itself (no views: the known failure), and the four terms with the
     # untrained CLIP every run used before digit-CLIP.
-    out["clip_alone_no_views"] = {**out["clip_alone"], "clip_views": 1}
-    out["four_terms_5_untrained_clip"] = {"lambda_cls": 0.0, "lambda_clip": 5.0, "clip_model": "eeg2img-tiny",
-                                          "clip_weights": "untrained"}
+    out["clip_alone_no_views"] = {**out["clip_alone"], **REFERENCES["clip_alone_no_views"]}
+    out["four_terms_5_untrained_clip"] = {"lambda_cls": 0.0, "lambda_clip": 5.0,
+                                          **REFERENCES["four_terms_5_untrained_clip"]}
     return out
 
 
 def arm_overrides(epochs: int, events: int, sets: list[str] | None = None,
                   names: list[str] | None = None) -> dict[str, dict]:
     """Arm name -> every override its runs get: BASE, the arm's own, then the run-wide ``--epochs``, ``--events`` and
-    ``--set`` values (a subset of the arms by ``names``)."""
+    ``--set`` values, then a reference arm's defining fields (a subset of the arms by ``names``)."""
     from helpers.config import parse_overrides
 
     common = {"epochs": epochs, "synthetic_events": events, **parse_overrides(sets)}
-    return {k: {**BASE, **v, **common} for k, v in arms().items() if not names or k in names}
+    return {k: {**BASE, **v, **common, **REFERENCES.get(k, {})} for k, v in arms().items()
+            if not names or k in names}
 
 
 def run_one(job: tuple[str, dict, int, str]) -> dict:
@@ -202,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--profile", default="cpu", help="the profile under the arms (gpu: the step-matched simulation of "
                    "the seed's recipe, with --set device=cpu --set mixed_precision=false)")
     p.add_argument("--arms", nargs="*", help="a subset of the arms (default: all)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], help="KEY=VALUE for every arm")
+    p.add_argument("--set", dest="overrides", action="append", default=[], help="KEY=VALUE for every arm (a reference arm keeps the fields that define it)")
     p.add_argument("--out", type=Path, default=RESULTS / "clip_effect.json")
     p.add_argument("--report", action="store_true", help="print the Markdown table of --out and exit (no runs)")
     a = p.parse_args(argv)

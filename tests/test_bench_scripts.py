@@ -36,12 +36,16 @@ def test_the_clip_effect_grid_trains_every_arm_with_the_same_epochs_and_views():
     from benchmarks.bench_clip_effect import arm_overrides
     from helpers.config import make_config
 
-    for epochs, sets in ((6, []), (4, ["clip_views=4"])):
+    for epochs, sets in ((6, []), (4, ["clip_views=4", "clip_model=digit-clip"])):
         grid = arm_overrides(epochs, 1500, sets)
         configs = {name: make_config("cpu", overrides) for name, overrides in grid.items()}
         assert {c.epochs for c in configs.values()} == {epochs}
         views = {c.clip_views for name, c in configs.items() if name != "clip_alone_no_views"}
         assert views == ({4} if sets else {2})
+        # A run-wide --set leaves the references what they are: no views, and the untrained CLIP.
+        assert configs["clip_alone_no_views"].clip_views == 1
+        assert configs["four_terms_5_untrained_clip"].clip_model == "eeg2img-tiny"
+        assert configs["four_terms_5_untrained_clip"].clip_weights == "untrained"
         assert configs["clip_alone"].lambda_clip == configs["four_terms_5"].lambda_clip == 5.0
         assert all(c.clip_batch == 0 and c.synthetic_events == 1500 for c in configs.values())
     assert set(arm_overrides(6, 1500, names=["clip_alone"])) == {"clip_alone"}
