@@ -15,6 +15,7 @@ Every core: ``helpers.parse_parallel`` runs :func:`parse_block` on worker proces
 """
 from __future__ import annotations
 
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -28,6 +29,7 @@ BLOCK_BYTES = 32 * 1024 * 1024
 _PROGRESS_MIN_BYTES = 200 * 1024 * 1024
 MAX_EXAMPLES = 20
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
+_FLAG_LOCK = threading.Lock()
 
 
 class _Event:
@@ -46,9 +48,12 @@ class _Event:
         self.detail = ""
 
     def flag(self, reason: str, line: int, detail: str = "") -> None:
-        # Keep the earliest bad line: value faults are found after the line loop of their block.
-        if self.fault is None or line < self.fault_line:
-            self.fault, self.fault_line, self.detail = reason, line, detail
+        # Keep the earliest bad line: value faults are found after the line loop of their block. In lenient mode
+        # the value worker flags block N's events while this thread scans block N+1, which can flag the same
+        # event: the lock keeps the check and the three fields one step (only faults pay for it).
+        with _FLAG_LOCK:
+            if self.fault is None or line < self.fault_line:
+                self.fault, self.fault_line, self.detail = reason, line, detail
 
     def state(self) -> tuple:
         return tuple(getattr(self, k) for k in self.__slots__)
