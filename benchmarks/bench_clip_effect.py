@@ -208,7 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--profile", default="cpu", help="the profile under the arms (gpu: the step-matched simulation of "
                    "the seed's recipe, with --set device=cpu --set mixed_precision=false)")
     p.add_argument("--arms", nargs="*", help="a subset of the arms (default: all)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], help="KEY=VALUE for every arm (a reference arm keeps the fields that define it)")
+    p.add_argument("--set", dest="overrides", action="append", default=[],
+                   help="KEY=VALUE for every arm (a reference arm keeps the fields that define it)")
     p.add_argument("--out", type=Path, default=RESULTS / "clip_effect.json")
     p.add_argument("--report", action="store_true", help="print the Markdown table of --out and exit (no runs)")
     a = p.parse_args(argv)
